@@ -1,0 +1,3 @@
+from autoloss.cli import main
+
+raise SystemExit(main())
