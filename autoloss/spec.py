@@ -69,6 +69,14 @@ class Schedule:
         x = self.position(epoch, num_epochs)
         return {term: _interpolate(pts, x) for term, pts in self.knots.items()}
 
+    @classmethod
+    def ramp_in(cls, term: str, start: float, full: float, unit: str = "fraction") -> "Schedule":
+        """``term`` off until ``start``, then linearly up to weight 1 at ``full``: the survey's "train with Dice
+        first, then bring the boundary term in" recipe for DiceBD / DiceHD."""
+        if full < start:
+            raise AutolossError(f"ramp for {term!r} must end after it starts ({start} > {full})")
+        return cls({term: [(0.0, 0.0), (start, 0.0), (full, 1.0)]}, unit=unit)
+
     def to_dict(self) -> dict[str, Any]:
         return {"unit": self.unit, "knots": {t: [list(p) for p in pts] for t, pts in self.knots.items()}}
 
