@@ -1,0 +1,105 @@
+"""The one nnU-Net trainer autoloss trains with: search trials and exported trainers are subclasses of it that
+only set class attributes (the LossSpec and the fidelity), so a loss validated in the search behaves
+identically after export.
+
+nnU-Net facts this class is built around (DESIGN.md):
+- keep the explicit ``__init__(plans, configuration, fold, dataset_json, device)`` signature;
+- ``current_epoch`` is 0 inside ``_build_loss``: the schedule is applied in ``on_train_epoch_start`` as a pure
+  function of ``current_epoch`` (so ``--c`` resumes with the right weights);
+- with deep supervision the target is a list of downsampled maps; the loss derives everything from the target
+  it receives, so each scale gets its own distance maps.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from autoloss.losses import build_loss
+from autoloss.spec import LossSpec
+
+
+class LossDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class nnUNetTrainer_autoloss(nnUNetTrainer):
+    """nnUNetTrainer whose loss (and its schedule) is built from ``LOSS_SPEC``.
+
+    Subclasses set ``LOSS_SPEC`` (a LossSpec as a dict) and optionally ``NUM_EPOCHS``,
+    ``NUM_ITERATIONS_PER_EPOCH`` and ``NUM_VAL_ITERATIONS_PER_EPOCH`` (None keeps nnU-Net's defaults).
+    """
+
+    LOSS_SPEC: dict[str, Any] | None = None
+    NUM_EPOCHS: int | None = None
+    NUM_ITERATIONS_PER_EPOCH: int | None = None
+    NUM_VAL_ITERATIONS_PER_EPOCH: int | None = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.LOSS_SPEC is None:
+            raise TypeError(f"{type(self).__name__} has no LOSS_SPEC; export a trainer with `autoloss export`")
+        self.loss_spec = LossSpec.from_dict(self.LOSS_SPEC)
+        if self.NUM_EPOCHS is not None:
+            self.num_epochs = int(self.NUM_EPOCHS)
+        if self.NUM_ITERATIONS_PER_EPOCH is not None:
+            self.num_iterations_per_epoch = int(self.NUM_ITERATIONS_PER_EPOCH)
+        if self.NUM_VAL_ITERATIONS_PER_EPOCH is not None:
+            self.num_val_iterations_per_epoch = int(self.NUM_VAL_ITERATIONS_PER_EPOCH)
+        self.autoloss_loss = None  # the unwrapped loss, whose schedule on_train_epoch_start drives
+        # Search hooks (unused by exported trainers): called after each epoch with (epoch, pseudo_dice); may raise.
+        self.epoch_callback: Callable[[int, float], None] | None = None
+        self.stop_on_divergence = False
+        self.step_seconds = 0.0  # time inside train/validation steps, to measure a trial's overhead
+        self.term_weight_history: dict[int, dict[str, float]] = {}  # epoch -> scheduled weights
+
+    def _build_loss(self):
+        lm = self.label_manager
+        loss = build_loss(
+            self.loss_spec,
+            region_based=lm.has_regions,
+            ignore_label=lm.ignore_label,
+            batch_dice=self.configuration_manager.batch_dice,
+            ddp=self.is_ddp,
+        )
+        self.autoloss_loss = loss
+        if self.enable_deep_supervision:
+            # nnU-Net's weighting: halve per scale, drop the lowest, normalise to 1.
+            scales = self._get_deep_supervision_scales()
+            weights = np.array([1 / (2 ** i) for i in range(len(scales))])
+            weights[-1] = 1e-6 if self.is_ddp else 0
+            weights = weights / weights.sum()
+            return DeepSupervisionWrapper(loss, weights)
+        return loss
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        if self.autoloss_loss is not None and self.loss_spec.schedule is not None:
+            weights = self.autoloss_loss.set_epoch(self.current_epoch, self.num_epochs)
+            self.print_to_log_file("autoloss term weights: " + ", ".join(f"{k}={v:.4g}" for k, v in weights.items()))
+            self.term_weight_history[self.current_epoch] = weights
+
+    def train_step(self, batch: dict) -> dict:
+        start = time.perf_counter()
+        out = super().train_step(batch)
+        self.step_seconds += time.perf_counter() - start
+        if self.stop_on_divergence and not np.all(np.isfinite(out["loss"])):
+            raise LossDiverged(f"loss became {out['loss']} at epoch {self.current_epoch}")
+        return out
+
+    def validation_step(self, batch: dict) -> dict:
+        start = time.perf_counter()
+        out = super().validation_step(batch)
+        self.step_seconds += time.perf_counter() - start
+        return out
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        super().on_epoch_end()
+        if self.epoch_callback is not None:
+            self.epoch_callback(epoch, float(self.logger.get_value("mean_fg_dice", step=-1)))

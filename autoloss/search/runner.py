@@ -1,0 +1,194 @@
+"""The search driver: fingerprint -> prior -> prepare once -> ask/tell loop over an executor -> results.
+
+The driver alone talks to the study (ask, tell, enqueue, recovery); executors only run ``trial.execute`` on
+jobs: in this process (:class:`LocalExecutor`) or on a Ray cluster (``autoloss.search.ray_executor``). Results
+are written after every trial, so an interrupted search loses nothing and resumes with the same command.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import optuna
+
+from autoloss.errors import AutolossError
+from autoloss.nnunet.run import OBJECTIVES, Fidelity
+from autoloss.search import study as studies
+from autoloss.search.space import SearchSpace
+from autoloss.search.trial import TrialJob, TrialOutcome, execute
+from autoloss.spec import LossSpec
+
+
+@dataclass
+class SearchConfig:
+    dataset: str
+    budget: int = 20
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    objective: str = "dice"
+    work_dir: Path = Path("autoloss_work")
+    storage: str | None = None
+    study_name: str | None = None
+    seed: int | None = 0
+    timeout: float | None = None
+    device: str | None = None
+    max_cases: int | None = None
+    spaces: tuple[str, ...] = ("compound",)
+    prior_top: int = 4
+    pruner: str = "median"
+    workers: int = 1
+    ray_address: str | None = None
+    gpus_per_trial: float | None = None
+    retry_failed: bool = False
+    preprocess_processes: int | None = None
+
+
+class LocalExecutor:
+    """Runs one trial at a time in this process (the default: no cluster, nothing to set up)."""
+
+    slots = 1
+
+    def __init__(self, study: optuna.Study):
+        self.study = study
+        self._done: list[TrialOutcome] = []
+
+    def submit(self, job: TrialJob) -> int:
+        self._done.append(execute(job, self.study))
+        return job.number
+
+    def wait(self) -> list[TrialOutcome]:
+        done, self._done = self._done, []
+        return done
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
+    """Run (or resume) the search described by ``cfg``; returns the study."""
+    from autoloss.nnunet import env
+
+    if cfg.objective not in OBJECTIVES:
+        raise AutolossError(f"unknown metric {cfg.objective!r}; use one of {', '.join(OBJECTIVES)}")
+    if cfg.budget < 1:
+        raise AutolossError("--budget must be at least 1")
+    work_dir = Path(cfg.work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    env.configure(work_dir, processes=cfg.preprocess_processes)
+
+    from autoloss.dataset import read_dataset
+    from autoloss.fingerprint import compute_fingerprint
+    from autoloss.nnunet.prepare import prepare
+    from autoloss.prior import recommend_from_fingerprint
+
+    space = SearchSpace.load(cfg.spaces)
+    ds = read_dataset(cfg.dataset, max_cases=cfg.max_cases)
+    fp_file = work_dir / "fingerprint.json"
+    if fp_file.exists():
+        fp = json.loads(fp_file.read_text())
+    else:
+        fp = compute_fingerprint(ds)
+        fp_file.write_text(json.dumps(fp, indent=2))
+    prior = [r.spec for r in recommend_from_fingerprint(fp) if r.spec.name in space.losses][: cfg.prior_top]
+    if all(s.name != "DiceCE" for s in prior):
+        prior.append(LossSpec("DiceCE"))  # the baseline is always trained at the same fidelity
+
+    prepared = prepare(ds, cfg.fidelity.configuration, work_dir, max_cases=cfg.max_cases,
+                       num_processes=int(env.os.environ["nnUNet_def_n_proc"]), log=log)
+    for fold in cfg.fidelity.folds:
+        prepared.split(fold)  # a clear error now, not inside every trial
+    device = cfg.device or _default_device()
+    study_name = cfg.study_name or f"autoloss_{prepared.dataset_name}_{cfg.fidelity.configuration}"
+    settings = {"dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
+                "fidelity": cfg.fidelity.to_dict(), "objective": cfg.objective, "losses": space.losses,
+                "spaces": [Path(s).name for s in space.sources]}
+    storage = studies.make_storage(cfg.storage, work_dir)
+    study = studies.open_study(storage, study_name, settings, cfg.seed, cfg.budget, len(prior), cfg.pruner)
+    (work_dir / "study.json").write_text(json.dumps(
+        {"study_name": study_name, "storage": cfg.storage, "prepared": prepared.to_dict(), "device": device},
+        indent=2))
+    if recovered := studies.recover_interrupted(study):
+        log(f"re-queued {recovered} trial(s) interrupted in an earlier run")
+    if studies.enqueue_prior(study, space, prior):
+        log("prior enqueued: " + ", ".join(s.describe() for s in prior))
+
+    executor = _make_executor(cfg, study, device)
+    start, pending = time.time(), {}
+    try:
+        while True:
+            finished = len(studies.counted(study))
+            out_of_time = cfg.timeout is not None and time.time() - start > cfg.timeout
+            while (len(pending) < executor.slots and finished + len(pending) < cfg.budget and not out_of_time):
+                trial = study.ask()
+                spec = _spec_of(trial, space)
+                trial.set_user_attr("autoloss_spec", spec.to_dict())
+                job = TrialJob(trial.number, trial._trial_id, spec.to_dict(), prepared, cfg.fidelity, cfg.objective,
+                               str(work_dir / "trials" / f"trial_{trial.number:04d}"), device, study_name,
+                               cfg.storage, str(work_dir), threads=getattr(executor, "threads", None))
+                pending[executor.submit(job)] = trial
+                if progress:
+                    progress("start", trial.number, spec, study)
+            if not pending:
+                break
+            for outcome in executor.wait():
+                trial = pending.pop(outcome.number)
+                _tell(study, trial, outcome, retry=cfg.retry_failed)
+                if progress:
+                    progress("end", outcome.number, outcome, study)
+                from autoloss.report import save_results
+
+                save_results(study, work_dir)
+    except KeyboardInterrupt:
+        for trial in pending.values():
+            studies.requeue(study, study._storage.get_trial(trial._trial_id))
+        raise
+    finally:
+        executor.shutdown()
+    return study
+
+
+def _make_executor(cfg: SearchConfig, study: optuna.Study, device: str):
+    if cfg.workers <= 1 and cfg.ray_address is None:
+        return LocalExecutor(study)
+    from autoloss.search.ray_executor import RayExecutor
+
+    return RayExecutor(workers=cfg.workers, address=cfg.ray_address, device=device,
+                       gpus_per_trial=cfg.gpus_per_trial)
+
+
+def _spec_of(trial: optuna.Trial, space: SearchSpace) -> LossSpec:
+    """The trial's LossSpec: the prior's exact spec for enqueued trials, else sampled from the space. The space's
+    parameters are suggested in both cases so the sampler sees every trial the same way."""
+    sampled = space.suggest(trial)
+    stored = trial.user_attrs.get("autoloss_spec")
+    return LossSpec.from_dict(stored) if stored else sampled
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bool) -> None:
+    attrs = {"started": out.started, "ended": out.ended, "worker": out.worker}
+    if out.result:
+        attrs.update(metrics=out.result["metrics"], seconds=out.result["seconds"],
+                     epochs_run=out.result["epochs_run"], step_seconds=out.result["step_seconds"],
+                     validation_seconds=out.result["validation_seconds"],
+                     overhead_seconds=out.result["overhead_seconds"])
+    if out.reason:
+        attrs["reason"] = out.reason
+    for k, v in attrs.items():
+        trial.set_user_attr(k, v)
+    if out.state == "complete":
+        study.tell(trial, out.value)
+    elif out.state == "pruned":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    elif out.reason and out.reason.startswith("worker died") and retry:
+        studies.requeue(study, study._storage.get_trial(trial._trial_id))
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+

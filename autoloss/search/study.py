@@ -1,0 +1,106 @@
+"""The Optuna study: storage, sampler, pruner, the prior's enqueue (once) and the budget.
+
+The study is the single source of truth: every trial (its LossSpec, metrics, timings, failure reason) is stored
+in it as it finishes, so a search killed at any point resumes where it stopped. Only the driver asks and tells;
+workers just train, so any storage works with any number of workers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from autoloss.errors import AutolossError
+from autoloss.spec import LossSpec
+
+PRIOR_FLAG = "autoloss_prior_enqueued"
+SETTINGS = "autoloss_settings"
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+def make_storage(url: str | None, work_dir: Path):
+    """Default: an Optuna journal file in the work directory (safe for several processes, unlike SQLite).
+    A ``*.journal`` / ``*.log`` path uses that file; any other URL goes to Optuna (e.g. postgresql://...)."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if url is None or url.endswith((".journal", ".log")):
+        path = Path(url) if url else Path(work_dir) / "study.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite"):
+        optuna.logging.get_logger("optuna").warning(
+            "SQLite storage can lock or duplicate trials with several workers; prefer the default journal file "
+            "or a PostgreSQL/MySQL URL")
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as exc:  # noqa: BLE001 - many driver-specific errors, one user message
+        raise AutolossError(f"cannot open Optuna storage {url!r}: {exc}") from None
+
+
+def open_study(storage, study_name: str, settings: dict, seed: int | None, budget: int,
+               prior_count: int, pruner: str = "median") -> optuna.Study:
+    """Create or resume ``study_name``. A resumed study must have been made with the same settings."""
+    # TPE's default 10 random startup trials would be half of a 20-trial budget; the prior already gives a
+    # spread of strong starting points, so a few random ones are enough to widen the model.
+    startup = max(2, min(5, budget // 4))
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=prior_count + startup, multivariate=True,
+                                         group=True, constant_liar=True)
+    if pruner == "median":
+        # Wait for a few complete trials and half of the epochs: early pseudo-Dice says little, and the Dice-first
+        # schedules of boundary losses only differ after their ramp.
+        epochs = settings["fidelity"]["epochs"]
+        pruner_obj = optuna.pruners.MedianPruner(n_startup_trials=max(3, prior_count),
+                                                 n_warmup_steps=max(1, epochs // 2))
+    elif pruner == "none":
+        pruner_obj = optuna.pruners.NopPruner()
+    else:
+        raise AutolossError(f"unknown pruner {pruner!r} (median or none)")
+    study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner_obj,
+                                direction="maximize", load_if_exists=True)
+    saved = study.user_attrs.get(SETTINGS)
+    if saved is None:
+        study.set_user_attr(SETTINGS, settings)
+    elif saved != settings:
+        diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        raise AutolossError(f"study {study_name!r} was made with other settings ({', '.join(diff)} differ); "
+                            "use the same options to resume, or a new --study-name / --work-dir")
+    return study
+
+
+def enqueue_prior(study: optuna.Study, space, specs: list[LossSpec]) -> int:
+    """Enqueue the prior's picks once per study (from the driver only); returns how many were enqueued now."""
+    if study.user_attrs.get(PRIOR_FLAG):
+        return 0
+    for spec in specs:
+        study.enqueue_trial(space.params_for(spec), user_attrs={"autoloss_spec": spec.to_dict(), "source": "prior"},
+                            skip_if_exists=True)
+    study.set_user_attr(PRIOR_FLAG, True)
+    return len(specs)
+
+
+def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that count towards the budget: finished, and not interrupted by a kill or Ctrl-C."""
+    return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get("interrupted")]
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Trials left RUNNING by a killed driver or worker: mark them failed (interrupted) and queue them again, so
+    they run once more and nothing completed is repeated. Call only from the one driver of the study."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        requeue(study, t)
+        n += 1
+    return n
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    storage, tid = study._storage, trial._trial_id
+    storage.set_trial_user_attr(tid, "interrupted", True)
+    storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in ("autoloss_spec", "source")}
+    study.enqueue_trial(dict(trial.params) or _fixed_params(trial), user_attrs=attrs or None)
+
+
+def _fixed_params(trial: optuna.trial.FrozenTrial) -> dict:
+    # A trial interrupted before it suggested anything still carries its enqueued params in system attrs.
+    return dict(trial.system_attrs.get("fixed_params", {}))

@@ -1,0 +1,92 @@
+"""Executing one trial: the function every worker runs (in-process or as a Ray task), and its outcome.
+
+A job carries only plain data (the LossSpec, the prepared dataset, the fidelity, where the study lives), so it
+can travel to another process or machine. Intermediate pseudo-Dice goes to the study through its storage, so
+Optuna's pruner decides there exactly as it does in-process.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from autoloss.nnunet.prepare import PreparedDataset
+from autoloss.nnunet.run import Fidelity, objective_value, run_trial
+from autoloss.spec import LossSpec
+
+
+@dataclass
+class TrialJob:
+    number: int
+    trial_id: int
+    spec: dict
+    prepared: PreparedDataset
+    fidelity: Fidelity
+    objective: str
+    trial_dir: str
+    device: str
+    study_name: str
+    storage_url: str | None  # None: the default journal file in work_dir
+    work_dir: str
+    threads: int | None = None
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    trial_id: int
+    state: str  # complete | pruned | fail
+    value: float | None = None
+    reason: str | None = None
+    result: dict = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+    worker: str = ""
+
+
+def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
+    """Run ``job``; never raises for a failing trial (the outcome says why), only for KeyboardInterrupt."""
+    import torch
+
+    from autoloss.nnunet.trainer import LossDiverged
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    if study is None:
+        from autoloss.search.study import make_storage
+
+        study = optuna.load_study(study_name=job.study_name,
+                                  storage=make_storage(job.storage_url, Path(job.work_dir)))
+    trial = optuna.trial.Trial(study, job.trial_id)
+
+    def report(step: int, dice: float) -> None:
+        trial.report(dice if dice == dice else 0.0, step)  # NaN pseudo-Dice (no foreground yet) counts as 0
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {step} (pseudo-Dice {dice:.4f})")
+
+    out = TrialOutcome(job.number, job.trial_id, "fail", started=time.time(),
+                       worker=f"{socket.gethostname()}:{os.getpid()}")
+    try:
+        result = run_trial(LossSpec.from_dict(job.spec), job.prepared, job.fidelity, Path(job.trial_dir),
+                           device=job.device, epoch_callback=report)
+        out.state, out.result = "complete", result
+        out.value = objective_value(result["metrics"], job.objective)
+        if out.value != out.value:  # NaN: the network predicted nothing anywhere
+            out.value = 0.0
+    except optuna.TrialPruned as exc:
+        out.state, out.reason = "pruned", str(exc)
+    except LossDiverged as exc:
+        out.reason = f"loss diverged: {exc}"
+    except torch.OutOfMemoryError:
+        out.reason = "out of memory (lower the patch/batch size, or use fewer workers per GPU)"
+    except Exception as exc:  # noqa: BLE001 - one failing trial must not stop the search
+        out.reason = f"{type(exc).__name__}: {exc}"
+        Path(job.trial_dir).mkdir(parents=True, exist_ok=True)
+        (Path(job.trial_dir) / "error.txt").write_text(traceback.format_exc())
+    out.ended = time.time()
+    return out
