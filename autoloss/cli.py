@@ -103,6 +103,27 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from autoloss.export import (export_trainer, install_into_nnunet, resolve_source, supports_ext_trainer,
+                                 usage_lines)
+
+    src = resolve_source(args.source, args.param, args.study_name)
+    path = export_trainer(src.spec, args.output, name=args.name, provenance=src.provenance, epochs=args.epochs,
+                          iterations_per_epoch=args.iterations_per_epoch, force=args.force)
+    print(f"wrote {path} ({src.spec.describe()})")
+    dataset = args.dataset or src.provenance.get("dataset")
+    if args.install_into_nnunet:
+        print(f"installed into nnU-Net: {install_into_nnunet(path, force=args.force)}")
+    elif not supports_ext_trainer():
+        print("this nnunetv2 has no nnUNet_extTrainer support (added in 2.8): re-run with --install-into-nnunet, "
+              "or upgrade nnunetv2")
+        return 0
+    print("use it:")
+    for line in usage_lines(path, dataset):
+        print(f"  {line}")
+    return 0
+
+
 def _dataset_is_2d(ds) -> bool:
     from autoloss.dataset import read_label
 
@@ -175,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--num-workers", type=int, default=None, help="nnU-Net preprocessing processes")
     p.set_defaults(func=cmd_search)
 
+    p = sub.add_parser("export", help="write a LossSpec as an nnU-Net v2 trainer file (for nnUNet_extTrainer)",
+                       description="SOURCE: a search work directory (its best trial), a LossSpec JSON file, a storage "
+                                   "URL with --study-name, or a loss name with --param NAME=VALUE.")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("-o", "--output", required=True, help="folder for the trainer file (nnUNet_extTrainer)")
+    p.add_argument("--name", help="trainer is nnUNetTrainer_autoloss_<NAME> (default: the loss name)")
+    p.add_argument("--param", action="append", default=[], help="NAME=VALUE, with a loss name as SOURCE")
+    p.add_argument("--study-name", help="with a storage URL, or to pick a study in a work directory")
+    p.add_argument("--epochs", type=int, help="training epochs (default: nnU-Net's 1000)")
+    p.add_argument("--iterations-per-epoch", type=int, help="default: nnU-Net's 250")
+    p.add_argument("--dataset", help="dataset to put in the printed commands")
+    p.add_argument("--force", action="store_true", help="overwrite an existing, different trainer file")
+    p.add_argument("--install-into-nnunet", action="store_true",
+                   help="also copy the file into nnunetv2's trainer folder (for versions without nnUNet_extTrainer)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

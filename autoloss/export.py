@@ -1,0 +1,185 @@
+"""Export a LossSpec as an nnU-Net v2 trainer file that `nnUNetv2_train -tr` finds through ``nnUNet_extTrainer``.
+
+The file is a few lines: a subclass of ``autoloss.nnunet.trainer.nnUNetTrainer_autoloss`` (the class every search
+trial trains with) that sets ``LOSS_SPEC`` and, optionally, the epoch count. No loss code is copied into it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pprint
+import site
+import sysconfig
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from autoloss.errors import AutolossError
+from autoloss.spec import LossSpec
+
+PREFIX = "nnUNetTrainer_autoloss_"
+
+TEMPLATE = '''"""nnU-Net v2 trainer exported by autoloss {version} on {date}.
+
+Loss: {describe}
+{provenance_text}
+Use it:
+    export nnUNet_extTrainer={folder}
+    nnUNetv2_train DATASET CONFIG FOLD -tr {class_name}
+(nnUNet_extTrainer must also be set for nnUNetv2_predict with this trainer.)
+"""
+from autoloss.nnunet.trainer import nnUNetTrainer_autoloss
+
+
+class {class_name}(nnUNetTrainer_autoloss):
+    LOSS_SPEC = {spec}
+    NUM_EPOCHS = {epochs}
+    NUM_ITERATIONS_PER_EPOCH = {iterations}
+    PROVENANCE = {provenance}
+'''
+
+
+@dataclass
+class ExportSource:
+    spec: LossSpec
+    provenance: dict[str, Any]
+
+
+def resolve_source(source: str, params: list[str] | None = None, study_name: str | None = None) -> ExportSource:
+    """SOURCE is a search work directory, a LossSpec JSON file, a storage URL (+ study name) or a loss name."""
+    path = Path(source)
+    if path.is_dir():
+        info = path / "study.json"
+        if not info.exists():
+            raise AutolossError(f"{path}: not an autoloss search directory (no study.json); "
+                                "give a work directory, a LossSpec JSON file or a loss name")
+        meta = json.loads(info.read_text())
+        return _from_study(meta.get("storage"), study_name or meta["study_name"], path)
+    if path.suffix == ".json":
+        if not path.exists():
+            raise AutolossError(f"{path}: no such LossSpec file")
+        data = _read_json(path)
+        return ExportSource(LossSpec.from_dict(data), dict(data.get("provenance") or {"source": str(path)}))
+    if "://" in source or source.endswith((".journal", ".log")):
+        if not study_name:
+            raise AutolossError("exporting from a storage URL needs --study-name")
+        return _from_study(source, study_name, Path("."))
+    return ExportSource(LossSpec(source, _parse_params(params or [])), {"source": "command line"})
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AutolossError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise AutolossError(f"--param {item!r}: expected NAME=VALUE, e.g. focal.gamma=2")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _from_study(storage_url: str | None, study_name: str, work_dir: Path) -> ExportSource:
+    import optuna
+
+    from autoloss.report import best_and_baseline
+    from autoloss.search.study import make_storage
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, work_dir))
+    except KeyError:
+        raise AutolossError(f"no study named {study_name!r} in {storage_url or work_dir / 'study.journal'}") from None
+    best, base = best_and_baseline(study)
+    if best is None:
+        raise AutolossError(f"study {study_name!r} has no completed trial yet: run or resume `autoloss search` first")
+    settings = study.user_attrs.get("autoloss_settings", {})
+    return ExportSource(LossSpec.from_dict(best.user_attrs["autoloss_spec"]), {
+        "dataset": settings.get("dataset"), "study": study_name, "trial": best.number,
+        "objective": settings.get("objective"), "value": best.value,
+        "baseline_value": base.value if base else None, "metrics": best.user_attrs.get("metrics"),
+        "fidelity": settings.get("fidelity")})
+
+
+def supports_ext_trainer() -> bool:
+    import nnunetv2.paths
+
+    return hasattr(nnunetv2.paths, "nnUNet_extTrainer")
+
+
+def export_trainer(spec: LossSpec, out_dir: str | Path, *, name: str | None = None,
+                   provenance: dict | None = None, epochs: int | None = None,
+                   iterations_per_epoch: int | None = None, force: bool = False) -> Path:
+    """Write ``out_dir/<class name>.py``; returns its path. Refuses to overwrite a different file unless forced."""
+    from autoloss import __version__
+    from autoloss.losses import validate_spec
+
+    validate_spec(spec)
+    name = name or spec.name
+    if not name.isidentifier():
+        raise AutolossError(f"--name {name!r} is not a valid Python identifier (letters, digits, _; no leading digit)")
+    out_dir = Path(out_dir).resolve()
+    if _is_site_packages(out_dir):
+        raise AutolossError(f"{out_dir} is inside site-packages: nnU-Net imports every module of an "
+                            "nnUNet_extTrainer folder, so give it a folder of its own")
+    class_name = PREFIX + name
+    provenance = provenance or {}
+    text = TEMPLATE.format(
+        version=__version__, date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), describe=spec.describe(),
+        provenance_text="".join(f"{k}: {v}\n" for k, v in provenance.items() if k != "metrics" and v is not None),
+        folder=out_dir, class_name=class_name, spec=_py(spec.to_dict()), epochs=epochs,
+        iterations=iterations_per_epoch, provenance=_py(provenance))
+    target = out_dir / f"{class_name}.py"
+    if target.exists() and not force:
+        if _body(target.read_text()) == _body(text):
+            return target
+        raise AutolossError(f"{target} exists with different content; use --force to overwrite it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(text)
+    compile(text, str(target), "exec")  # never leave a file that breaks nnU-Net's trainer lookup
+    os.replace(tmp, target)
+    return target
+
+
+def install_into_nnunet(trainer_file: Path, force: bool = False) -> Path:
+    """For nnunetv2 without nnUNet_extTrainer: copy the file where that version looks for trainers."""
+    import nnunetv2
+
+    dest_dir = Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer" / "variants" / "autoloss"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    (dest_dir / "__init__.py").touch()
+    dest = dest_dir / trainer_file.name
+    if dest.exists() and not force and dest.read_text() != trainer_file.read_text():
+        raise AutolossError(f"{dest} exists with different content; use --force to overwrite it")
+    dest.write_text(trainer_file.read_text())
+    return dest
+
+
+def usage_lines(trainer_file: Path, dataset: str | None = None) -> list[str]:
+    class_name = trainer_file.stem
+    return [f"export nnUNet_extTrainer={trainer_file.parent}",
+            f"nnUNetv2_train {dataset or 'DATASET'} CONFIG FOLD -tr {class_name}",
+            f"nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset or 'DATASET'} -c CONFIG -f FOLD -tr {class_name}"]
+
+
+def _body(text: str) -> str:
+    # The date line changes between exports of the same spec; compare everything else.
+    return "\n".join(line for line in text.splitlines() if not line.startswith('"""nnU-Net v2 trainer exported'))
+
+
+def _py(value: Any) -> str:
+    return pprint.pformat(json.loads(json.dumps(value, default=float)), indent=4, width=100, sort_dicts=True)
+
+
+def _is_site_packages(path: Path) -> bool:
+    roots = {Path(p).resolve() for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]]}
+    return any(path == r or r in path.parents for r in roots)
