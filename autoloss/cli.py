@@ -124,6 +124,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from autoloss.demo import run_demo
+
+    run_demo(Path(args.work_dir), budget=args.budget, console=_console())
+    return 0
+
+
 def _dataset_is_2d(ds) -> bool:
     from autoloss.dataset import read_label
 
@@ -195,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="re-run a trial whose worker died")
     p.add_argument("-j", "--num-workers", type=int, default=None, help="nnU-Net preprocessing processes")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("demo", help="the whole job on a generated dataset (CPU, a few minutes)")
+    p.add_argument("--work-dir", default="autoloss_demo")
+    p.add_argument("--budget", type=int, default=3)
+    p.set_defaults(func=lambda a: _demo(a))
 
     p = sub.add_parser("export", help="write a LossSpec as an nnU-Net v2 trainer file (for nnUNet_extTrainer)",
                        description="SOURCE: a search work directory (its best trial), a LossSpec JSON file, a storage "
