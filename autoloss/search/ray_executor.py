@@ -1,0 +1,99 @@
+"""Run trials on a Ray cluster: a local one autoloss starts and stops, or an existing one (``--ray-address``).
+
+Design (why Ray tasks and not Ray Tune): the Optuna study stays the single source of truth. The driver asks the
+study for a trial, ships the job (plain data) to a Ray task, and tells the study the outcome; workers never
+create trials, so the prior is enqueued once and resume works exactly as in-process. Early stopping stays
+Optuna's: a worker reports each epoch's pseudo-Dice to the study's storage and asks the study's pruner, so the
+same MedianPruner decides for every worker (under Tune's OptunaSearch, Optuna pruners do nothing and a Tune
+scheduler would have to replace them). Workers therefore need the storage: the default journal file works on
+one machine; across machines give --work-dir on a shared filesystem or a --storage database URL.
+
+Faults: a worker process that dies mid-trial makes its task fail with a Ray error; the driver records the trial
+as failed ("worker died"), or re-queues it with --retry-failed, and the search goes on.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from autoloss.errors import AutolossError
+from autoloss.search.trial import TrialJob, TrialOutcome
+
+# nnU-Net settings every worker must share with the driver.
+FORWARDED_ENV = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_compile",
+                 "nnUNet_n_proc_DA", "nnUNet_extTrainer")
+
+
+def _run_on_worker(job: TrialJob) -> TrialOutcome:
+    """Executed inside a Ray worker process."""
+    from autoloss.search.trial import execute
+
+    for path in (job.prepared.preprocessed_dir, Path(job.work_dir)):
+        if not Path(path).exists():
+            return TrialOutcome(job.number, job.trial_id, "fail", worker=socket.gethostname(),
+                                reason=f"worker on {socket.gethostname()} cannot see {path}: put --work-dir (and "
+                                       "nnUNet_preprocessed) on a filesystem shared by every node")
+    return execute(job)
+
+
+class RayExecutor:
+    """``slots`` trials at a time as Ray tasks; one GPU per trial when GPUs are used."""
+
+    def __init__(self, workers: int, address: str | None, device: str, gpus_per_trial: float | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise AutolossError("--workers/--ray-address need Ray: pip install 'ray>=2.9'") from None
+        self.ray = ray
+        self.started_here = address is None
+        cores = os.cpu_count() or 1
+        env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        try:
+            if address is None:
+                ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": env_vars}, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env_vars})
+        except Exception as exc:  # noqa: BLE001 - connection/start errors come in many types
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            raise AutolossError(f"could not start or reach {where}: {str(exc).splitlines()[0]}") from None
+        resources = ray.cluster_resources()
+        self.slots = max(1, workers)
+        if device == "cuda":
+            gpus = resources.get("GPU", 0)
+            if gpus < 1:
+                self.shutdown()
+                raise AutolossError("--device cuda but the Ray cluster has no GPU; use --device cpu")
+            per_trial = gpus_per_trial or 1.0
+            self.threads = None
+            options = {"num_gpus": per_trial, "num_cpus": 1}
+        else:
+            # CPU trials: split the cluster's cores so workers do not oversubscribe them.
+            self.threads = max(1, int(resources.get("CPU", cores)) // self.slots)
+            options = {"num_cpus": self.threads, "num_gpus": 0}
+        self.remote = ray.remote(max_retries=0, **options)(_run_on_worker)
+        self.refs: dict = {}
+
+    def submit(self, job: TrialJob) -> int:
+        self.refs[self.remote.remote(job)] = job
+        return job.number
+
+    def wait(self) -> list[TrialOutcome]:
+        ready, _ = self.ray.wait(list(self.refs), num_returns=1)
+        done = []
+        for ref in ready:
+            job = self.refs.pop(ref)
+            try:
+                done.append(self.ray.get(ref))
+            except Exception as exc:  # noqa: BLE001 - a dead worker or a lost node: the trial fails, not the search
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                done.append(TrialOutcome(job.number, job.trial_id, "fail", reason=f"worker died: {reason}"))
+        return done
+
+    def shutdown(self) -> None:
+        for ref in list(self.refs):
+            self.ray.cancel(ref, force=True)
+        self.refs.clear()
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
