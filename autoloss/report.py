@@ -30,7 +30,7 @@ def trials_frame(study):
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("interrupted"):
+        if t.user_attrs.get("interrupted") or t.state == optuna.trial.TrialState.WAITING:
             continue
         spec = t.user_attrs.get("autoloss_spec")
         m = t.user_attrs.get("metrics") or {}

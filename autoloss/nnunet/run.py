@@ -6,6 +6,7 @@ costs more than predicting a few cases) and yields per-class Dice and NSD on the
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -72,28 +73,14 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
     start = time.perf_counter()
     cls = trainer_class(spec, fidelity)
     per_fold, steps, validation_s, epochs_run = [], 0.0, 0.0, 0
-    for i, fold in enumerate(fidelity.folds):
-        with env.overridden(nnUNet_results=str(trial_dir), nnUNet_preprocessed=str(prepared.preprocessed_dir.parent)):
-            plans = prepared.load_plans()
-            plans["continue_training"] = False
-            trainer = cls(plans, fidelity.configuration, fold, prepared.load_dataset_json(), torch.device(device))
-            trainer.disable_checkpointing = True  # trials are compared, not kept; the winner is re-trained
-            trainer.stop_on_divergence = True
-            trainer.logger.plot_progress_png = lambda *_: None  # a matplotlib figure per epoch is pure overhead
-            if epoch_callback is not None:
-                offset = i * fidelity.epochs
-                trainer.epoch_callback = lambda epoch, dice, _o=offset: epoch_callback(_o + epoch, dice)
-            try:
-                trainer.run_training()
-            finally:
-                _stop_dataloaders(trainer)
-                epochs_run += trainer.current_epoch
-            steps += trainer.step_seconds
-            t0 = time.perf_counter()
-            summary, per_case = validate(trainer, prepared, fidelity)
-            validation_s += time.perf_counter() - t0
-        per_fold.append({"fold": fold, "summary": summary, "per_case": per_case,
-                         "term_weights": {str(k): v for k, v in trainer.term_weight_history.items()}})
+    # nnU-Net prints a lot per epoch; it goes to the trial's log instead of over the search's progress display.
+    with open(trial_dir / "nnunet_stdout.log", "a") as out, contextlib.redirect_stdout(out):
+        for i, fold in enumerate(fidelity.folds):
+            fold_result = _train_and_validate(cls, i, fold, prepared, fidelity, trial_dir, device, epoch_callback)
+            per_fold.append(fold_result)
+            steps += fold_result.pop("step_seconds")
+            validation_s += fold_result.pop("validation_seconds")
+            epochs_run += fold_result.pop("epochs_run")
     summary = per_fold[0]["summary"] if len(per_fold) == 1 else _average([f["summary"] for f in per_fold])
     total = time.perf_counter() - start
     result = {
@@ -108,6 +95,30 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
     }
     (trial_dir / "result.json").write_text(json.dumps(result, indent=2, default=float))
     return result
+
+
+def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device, epoch_callback) -> dict:
+    """Train one fold in nnU-Net (outputs under the trial folder), then validate it."""
+    with env.overridden(nnUNet_results=str(trial_dir), nnUNet_preprocessed=str(prepared.preprocessed_dir.parent)):
+        plans = prepared.load_plans()
+        plans["continue_training"] = False
+        trainer = cls(plans, fidelity.configuration, fold, prepared.load_dataset_json(), torch.device(device))
+        trainer.disable_checkpointing = True  # trials are compared, not kept; the winner is re-trained
+        trainer.stop_on_divergence = True
+        trainer.logger.plot_progress_png = lambda *_: None  # a matplotlib figure per epoch is pure overhead
+        if epoch_callback is not None:
+            offset = index * fidelity.epochs
+            trainer.epoch_callback = lambda epoch, dice: epoch_callback(offset + epoch, dice)
+        try:
+            trainer.run_training()
+        finally:
+            _stop_dataloaders(trainer)
+        t0 = time.perf_counter()
+        summary, per_case = validate(trainer, prepared, fidelity)
+        return {"fold": fold, "summary": summary, "per_case": per_case,
+                "term_weights": {str(k): v for k, v in trainer.term_weight_history.items()},
+                "step_seconds": trainer.step_seconds, "validation_seconds": time.perf_counter() - t0,
+                "epochs_run": trainer.current_epoch}
 
 
 def _stop_dataloaders(trainer) -> None:

@@ -6,8 +6,11 @@ are written after every trial, so an interrupted search loses nothing and resume
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -89,6 +92,8 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
     from autoloss.nnunet.prepare import prepare
     from autoloss.prior import recommend_from_fingerprint
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     space = SearchSpace.load(cfg.spaces)
     ds = read_dataset(cfg.dataset, max_cases=cfg.max_cases)
     fp_file = work_dir / "fingerprint.json"
@@ -97,12 +102,15 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
     else:
         fp = compute_fingerprint(ds)
         fp_file.write_text(json.dumps(fp, indent=2))
-    prior = [r.spec for r in recommend_from_fingerprint(fp) if r.spec.name in space.losses][: cfg.prior_top]
-    if all(s.name != "DiceCE" for s in prior):
-        prior.append(LossSpec("DiceCE"))  # the baseline is always trained at the same fidelity
+    # The Dice+CE baseline goes first: every search, however small its budget, trains it at the same fidelity
+    # so the winner is compared with nnU-Net's default, not with nothing.
+    picks = [r.spec for r in recommend_from_fingerprint(fp) if r.spec.name in space.losses and r.spec.name != "DiceCE"]
+    prior = [LossSpec("DiceCE")] + picks[: max(0, cfg.prior_top - 1)]
 
-    prepared = prepare(ds, cfg.fidelity.configuration, work_dir, max_cases=cfg.max_cases,
-                       num_processes=int(env.os.environ["nnUNet_def_n_proc"]), log=log)
+    log(f"nnU-Net planning/preprocessing (once per study; log: {work_dir / 'nnunet_prepare.log'})")
+    with open(work_dir / "nnunet_prepare.log", "a") as out, contextlib.redirect_stdout(out):
+        prepared = prepare(ds, cfg.fidelity.configuration, work_dir, max_cases=cfg.max_cases,
+                           num_processes=int(os.environ["nnUNet_def_n_proc"]), log=log)
     for fold in cfg.fidelity.folds:
         prepared.split(fold)  # a clear error now, not inside every trial
     device = cfg.device or _default_device()
