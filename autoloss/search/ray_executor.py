@@ -86,9 +86,15 @@ class RayExecutor:
             job = self.refs.pop(ref)
             try:
                 done.append(self.ray.get(ref))
+            except self.ray.exceptions.RayTaskError as exc:
+                # execute() catches trial errors itself, so this is the worker failing around it (e.g. an import)
+                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                done.append(TrialOutcome(job.number, job.trial_id, "fail",
+                                         reason=f"error in worker: {type(cause).__name__}: {cause}"))
             except Exception as exc:  # noqa: BLE001 - a dead worker or a lost node: the trial fails, not the search
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                done.append(TrialOutcome(job.number, job.trial_id, "fail", reason=f"worker died: {reason}"))
+                lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+                done.append(TrialOutcome(job.number, job.trial_id, "fail",
+                                         reason=f"worker died: {type(exc).__name__}: {lines[-1] if lines else ''}"))
         return done
 
     def shutdown(self) -> None:
