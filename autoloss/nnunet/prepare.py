@@ -131,12 +131,16 @@ def _plan_and_preprocess(dataset_id: int, dataset_name: str, preprocessed: Path,
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
                                                                       preprocess)
 
+    from autoloss.nnunet.env import overridden
+
     plans_file = preprocessed / f"{PLANS}.json"
     if not plans_file.exists():
         log(f"nnU-Net: extracting its fingerprint and planning {dataset_name} ...")
         extract_fingerprints([dataset_id], num_processes=num_processes, clean=True, verbose=False,
                              show_progress_bar=False)
-        plan_experiments([dataset_id])
+        # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for the valid value 0
+        with overridden(nnUNet_n_proc_DA=str(max(1, int(os.environ.get("nnUNet_n_proc_DA", "1") or 1)))):
+            plan_experiments([dataset_id])
     configs = json.loads(plans_file.read_text())["configurations"]
     if configuration not in configs:
         raise AutolossError(f"nnU-Net planned no {configuration!r} configuration for {dataset_name} "
