@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autoloss: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("autoloss: interrupted", file=sys.stderr)
+        print("autoloss: interrupted; finished trials are saved (re-run the same command to resume)", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
