@@ -1,0 +1,157 @@
+"""Synthetic nnU-Net raw datasets: ellipse/ellipsoid objects per class on a noisy background.
+
+Each foreground class k gets ``objects_per_case`` separate blobs per case whose total size is ``foreground_ratio``
+of the image (in the cases where the class is present), and image intensity ``k`` above a noisy background, so a
+tiny nnU-Net training can learn it. Objects never touch (a one-voxel gap), so connected-component counts equal
+``objects_per_case``. Written as NIfTI through SimpleITK by default so spacing is honoured; ``.png`` (2D only),
+``.nrrd`` and ``.mha`` work too. Deterministic for a given seed. Used by the demo and the unit tests.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from autoloss.errors import AutolossError
+
+_MARKER = "autoloss_synthetic"
+
+
+def _per_class(value, num_classes: int, what: str) -> list:
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * num_classes
+    if len(values) != num_classes:
+        raise AutolossError(f"{what}: {len(values)} value(s) given for {num_classes} class(es)")
+    return values
+
+
+def _ellipsoid(size: float, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """A boolean ellipse/ellipsoid of about ``size`` voxels with random axis ratios (0.7-1.4)."""
+    ratios = rng.uniform(0.7, 1.4, dim)
+    ratios /= np.prod(ratios) ** (1 / dim)
+    unit = math.pi if dim == 2 else 4 / 3 * math.pi
+    scale = (size / unit) ** (1 / dim)
+    mask = np.ones((1,) * dim, bool)
+    for _ in range(6):  # a few fixed-point steps so the discrete count lands on the requested size
+        radii = np.maximum(scale * ratios, 0.5)
+        half = np.ceil(radii).astype(int)
+        grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+        mask = sum((g / r) ** 2 for g, r in zip(grids, radii)) <= 1.0
+        count = int(mask.sum())
+        if abs(count - size) <= max(1.0, 0.01 * size):
+            break
+        scale *= (size / max(count, 1)) ** (1 / dim)
+    return mask
+
+
+def _place(canvas: np.ndarray, occupied: np.ndarray, mask: np.ndarray, value: int, rng, where: str) -> None:
+    """Put ``mask`` where neither it nor its one-voxel rim overlaps ``occupied`` (so objects stay separate)."""
+    from scipy.ndimage import binary_dilation
+
+    if any(m > s for m, s in zip(mask.shape, canvas.shape)):
+        raise AutolossError(f"{where}: an object of {int(mask.sum())} voxels does not fit in shape "
+                            f"{list(canvas.shape)}; lower foreground_ratio or raise objects_per_case/shape")
+    rim = binary_dilation(np.pad(mask, 1), structure=np.ones((3,) * mask.ndim, bool))  # 26/8-conn. gap
+    for _ in range(500):
+        corner = [int(rng.integers(0, s - m + 1)) for s, m in zip(canvas.shape, mask.shape)]
+        box = tuple(slice(max(c - 1, 0), min(c + m + 1, s)) for c, m, s in zip(corner, mask.shape, canvas.shape))
+        rim_box = rim[tuple(slice(1 - (c - b.start), 1 - (c - b.start) + (b.stop - b.start))
+                            for c, b in zip(corner, box))]
+        if not (occupied[box] & rim_box).any():
+            target = tuple(slice(c, c + m) for c, m in zip(corner, mask.shape))
+            canvas[target][mask] = value
+            occupied[target] |= mask
+            return
+    raise AutolossError(f"{where}: could not place non-touching objects (image too crowded); lower "
+                        "foreground_ratio or objects_per_case, or use a larger shape")
+
+
+def _write(arr: np.ndarray, path: Path, spacing: Sequence[float], is_label: bool) -> None:
+    import SimpleITK as sitk
+
+    if is_label:
+        arr = arr.astype(np.uint8)
+    elif path.name.endswith(".png"):  # PNG holds 8-bit grey: map the float image into 0..255
+        arr = np.clip(arr * 40 + 60, 0, 255).astype(np.uint8)
+    else:
+        arr = arr.astype(np.float32)
+    img = sitk.GetImageFromArray(arr)
+    if not path.name.endswith(".png"):
+        img.SetSpacing([float(s) for s in spacing][::-1])
+    sitk.WriteImage(img, str(path), True)
+
+
+def make_synthetic_dataset(out_dir: str | Path, *, dim: int = 2, num_cases: int = 8,
+                           shape: Sequence[int] | None = None, num_classes: int = 1,
+                           foreground_ratio: float | Sequence[float] = 0.05,
+                           objects_per_case: int | Sequence[int] = 2, object_size: float | None = None,
+                           absent_fraction: float | Sequence[float] = 0.0, spacing: Sequence[float] | None = None,
+                           noise: float = 0.3, seed: int = 0, dataset_id: int = 990, name: str = "Synthetic",
+                           file_ending: str = ".nii.gz") -> Path:
+    """Write ``out_dir/DatasetXXX_Name`` and return its path.
+
+    ``foreground_ratio`` (per class, or one value for all) is the class's voxel fraction in every case where it is
+    present; ``absent_fraction`` of the cases (rounded) lack the class. ``object_size`` (voxels) overrides the
+    size derived from the ratio (ratio * voxels / objects). A folder written earlier by this function is replaced.
+    """
+    if dim not in (2, 3):
+        raise AutolossError(f"dim must be 2 or 3, got {dim}")
+    shape = tuple(int(s) for s in (shape or ((64, 64) if dim == 2 else (32, 32, 32))))
+    spacing = tuple(float(s) for s in (spacing or (1.0,) * dim))
+    if len(shape) != dim or len(spacing) != dim:
+        raise AutolossError(f"shape {list(shape)} and spacing {list(spacing)} must have {dim} entries (dim={dim})")
+    if file_ending not in (".nii.gz", ".nrrd", ".mha", ".png") or (file_ending == ".png" and dim != 2):
+        raise AutolossError(f"file_ending {file_ending!r}: use .nii.gz, .nrrd or .mha (or .png for 2D)")
+    if num_classes < 1 or num_cases < 1:
+        raise AutolossError("num_classes and num_cases must be at least 1")
+    ratios = [float(r) for r in _per_class(foreground_ratio, num_classes, "foreground_ratio")]
+    counts = [int(n) for n in _per_class(objects_per_case, num_classes, "objects_per_case")]
+    absent = [float(a) for a in _per_class(absent_fraction, num_classes, "absent_fraction")]
+    if sum(ratios) >= 0.8 or min(ratios) <= 0 or min(counts) < 1:
+        raise AutolossError(f"foreground_ratio {ratios} must be > 0 and sum below 0.8; objects_per_case >= 1")
+
+    root = Path(out_dir) / f"Dataset{dataset_id:03d}_{name}"
+    if root.exists():
+        previous = root / "dataset.json"
+        if not (previous.is_file() and _MARKER in previous.read_text()):
+            raise AutolossError(f"{root}: exists and was not made by make_synthetic_dataset; choose another "
+                                "out_dir or dataset_id")
+        shutil.rmtree(root)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "dataset.json").write_text(json.dumps({_MARKER: "incomplete"}))  # a failed run can be replaced
+
+    rng = np.random.default_rng(seed)
+    n_vox = math.prod(shape)
+    absent_cases = [set(rng.choice(num_cases, int(round(a * num_cases)), replace=False).tolist()) for a in absent]
+    for i in range(num_cases):
+        cid = f"case_{i:03d}"
+        label = np.zeros(shape, np.uint8)
+        occupied = np.zeros(shape, bool)
+        # Largest objects first: they are the hardest to fit.
+        objects = [(k + 1, object_size or ratios[k] * n_vox / counts[k]) for k in range(num_classes)
+                   if i not in absent_cases[k] for _ in range(counts[k])]
+        for value, size in sorted(objects, key=lambda o: -o[1]):
+            _place(label, occupied, _ellipsoid(size, dim, rng), value, rng, f"case {cid}")
+        # Smooth-ish background bias plus noise; class k sits k units above it: learnable, not trivial.
+        grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+        bias = 0.3 * sum(g * w for g, w in zip(grids, rng.uniform(-1, 1, dim)))
+        image = bias + label.astype(np.float32) + rng.normal(0.0, noise, shape)
+        _write(label, root / "labelsTr" / f"{cid}{file_ending}", spacing, True)
+        _write(image, root / "imagesTr" / f"{cid}_0000{file_ending}", spacing, False)
+
+    dataset_json = {
+        "channel_names": {"0": "synthetic"},
+        "labels": {"background": 0, **{f"class{k + 1}": k + 1 for k in range(num_classes)}},
+        "numTraining": num_cases,
+        "file_ending": file_ending,
+        "description": "autoloss synthetic dataset",
+        _MARKER: {"dim": dim, "shape": list(shape), "spacing": list(spacing), "foreground_ratio": ratios,
+                  "objects_per_case": counts, "object_size": object_size, "absent_fraction": absent,
+                  "seed": seed},
+    }
+    (root / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return root
