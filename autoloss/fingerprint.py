@@ -1,0 +1,286 @@
+"""Dataset fingerprint: per-class label statistics (fractions, objects, sizes, absence, boundary, extent).
+
+Per case, only the label is decoded; image channels are checked from their headers (shape, spacing). One
+multi-label ``cc3d.connected_components`` pass (26-connectivity in 3D, 8 in 2D) plus ``cc3d.statistics`` gives
+every object's size and bounding box, and each object's class; a face-neighbour comparison gives the boundary
+voxels of all classes at once (a class voxel is on the boundary when a 6-/4-neighbour holds another value or it
+lies on the image border, i.e. what ``binary_erosion`` with ``border_value=0`` removes). Cases run in a process
+pool with a bounded window of chunks in flight, so memory stays at a few labels per worker.
+
+Region-based datasets (labels mapping to lists) are measured per declared label VALUE; a value's name is the
+label that maps to exactly that value, else ``label_<v>``. The ignore label is not a class. 2D natural images
+(PNG, ...) have no physical spacing: spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoloss.dataset import Case, Dataset, check_case_geometry, check_label_values, read_label
+from autoloss.errors import AutolossError
+
+FINGERPRINT_VERSION = 1
+_STAT_KEYS = ("mean", "median", "min", "max", "p05", "p95")
+
+
+def _boundary_mask(arr: np.ndarray) -> np.ndarray:
+    """Voxels whose face neighbour differs, plus the image border (outside counts as another value)."""
+    b = np.zeros(arr.shape, bool)
+    for ax in range(arr.ndim):
+        lo = [slice(None)] * arr.ndim
+        hi = [slice(None)] * arr.ndim
+        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
+        diff = arr[tuple(hi)] != arr[tuple(lo)]
+        b[tuple(hi)] |= diff
+        b[tuple(lo)] |= diff
+        lo[ax], hi[ax] = 0, -1
+        b[tuple(lo)] = True
+        b[tuple(hi)] = True
+    return b
+
+
+def measure_case(case: Case, ds: Dataset) -> dict[str, Any]:
+    """Per-class raw measurements of one case (validated: integer, declared values, matching geometry)."""
+    import cc3d
+
+    arr, spacing = read_label(case, ds, check_values=False)
+    check_case_geometry(case, ds, arr.shape, spacing)
+    cc, n = cc3d.connected_components(arr, connectivity=26 if arr.ndim == 3 else 8, return_N=True)
+    sizes = np.bincount(cc.ravel(), minlength=n + 1)
+    # Every component, and every value present, has boundary voxels (its extreme voxels touch another value or
+    # the border), so the few boundary voxels carry all we need: each component's class, the values present,
+    # each class's boundary count and bounding box. No pass over the whole array beyond these.
+    where = np.nonzero(_boundary_mask(arr))
+    values = arr[where]
+    comp_class = np.zeros(n + 1, arr.dtype)
+    comp_class[cc[where]] = values
+    boundary = np.bincount(values, minlength=int(values.max(initial=0)) + 1)
+    check_label_values(np.flatnonzero(boundary), ds, case.label)
+    coords = np.stack(where)
+    classes = {}
+    for v in ds.foreground_values:
+        obj = sizes[1:][comp_class[1:] == v]
+        count = int(obj.sum())
+        bbox = 0
+        if count:
+            c = coords[:, values == v]
+            bbox = int(np.prod(c.max(1) - c.min(1) + 1))
+        classes[v] = {"count": count, "objects": obj, "bbox": bbox,
+                      "boundary": int(boundary[v]) if v < len(boundary) else 0}
+    return {"id": case.identifier, "shape": arr.shape, "spacing": spacing, "voxels": int(arr.size),
+            "classes": classes}
+
+
+# ---------------------------------------------------------------- parallel driver
+
+_WORKER_DS: Dataset | None = None
+
+
+def _init_worker(ds: Dataset) -> None:
+    global _WORKER_DS
+    _WORKER_DS = ds
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one process per core already
+
+
+def _measure_chunk(cases: list[Case]) -> list[dict[str, Any]]:
+    return [measure_case(c, _WORKER_DS) for c in cases]
+
+
+def _measure_all(ds: Dataset, workers: int, on_done) -> list[dict[str, Any]]:
+    cases = ds.cases
+    if workers <= 1 or len(cases) < 4:
+        out = []
+        for c in cases:
+            out.append(measure_case(c, ds))
+            on_done(1)
+        return out
+    # Chunks amortise the per-task cost on many small cases; a window of 2 chunks per worker bounds memory.
+    size = max(1, min(16, len(cases) // (workers * 4)))
+    chunks = [cases[i:i + size] for i in range(0, len(cases), size)]
+    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None  # fork: no re-import per worker
+    results: dict[int, list] = {}
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(ds,))
+    try:
+        todo = iter(enumerate(chunks))
+        pending = {}
+        for i, chunk in todo:
+            pending[ex.submit(_measure_chunk, chunk)] = i
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = pending.pop(fut)
+                results[i] = fut.result()
+                on_done(len(results[i]))
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending[ex.submit(_measure_chunk, nxt[1])] = nxt[0]
+    except BrokenProcessPool:
+        raise AutolossError(f"{ds.root}: a fingerprint worker died (out of memory?); retry with fewer workers "
+                            "(-j 1)") from None
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+    return [r for i in sorted(results) for r in results[i]]
+
+
+# ---------------------------------------------------------------- aggregation
+
+def _stats(values) -> dict[str, float | None]:
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        return dict.fromkeys(_STAT_KEYS)
+    p05, med, p95 = np.percentile(v, [5, 50, 95])
+    return {"mean": float(v.mean()), "median": float(med), "min": float(v.min()), "max": float(v.max()),
+            "p05": float(p05), "p95": float(p95)}
+
+
+def _class_name(labels: dict, value: int) -> str:
+    for name, v in labels.items():
+        if name == "ignore":
+            continue
+        if v == value or (isinstance(v, (list, tuple)) and len(v) == 1 and v[0] == value):
+            return name
+    return f"label_{value}"
+
+
+def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
+    dims = {len(c["shape"]) for c in cases}
+    if len(dims) > 1:
+        first = {len(c["shape"]): c["id"] for c in cases}
+        raise AutolossError(f"{ds.root}: cases mix 2D and 3D labels (e.g. {first[2]} is 2D, {first[3]} is 3D); "
+                            "all cases of a dataset must have the same dimensionality")
+    dim = dims.pop()
+    spacings = np.array([c["spacing"] for c in cases], np.float64)
+    shapes = np.array([c["shape"] for c in cases], np.int64)
+    med_spacing = np.median(spacings, 0)
+    voxel_volume = np.prod(spacings, 1)
+    voxels = np.array([c["voxels"] for c in cases], np.float64)
+    fg_total = np.array([sum(v["count"] for v in c["classes"].values()) for c in cases], np.float64)
+    has_fg = fg_total > 0
+    info = {
+        "name": ds.name, "id": ds.id, "path": str(ds.root), "num_cases": ds.num_training,
+        "num_cases_measured": len(cases), "num_classes": len(ds.foreground_values), "dim": dim,
+        "channels": dict(ds.channel_names), "modality": [ds.channel_names[k] for k in sorted(ds.channel_names, key=int)],
+        "file_ending": ds.file_ending,
+        "spacing_median": [float(s) for s in med_spacing], "spacing_min": [float(s) for s in spacings.min(0)],
+        "spacing_max": [float(s) for s in spacings.max(0)],
+        "anisotropy": float(med_spacing.max() / med_spacing.min()) if med_spacing.min() > 0 else None,
+        "shape_median": [int(round(s)) for s in np.median(shapes, 0)],
+        "shape_min": [int(s) for s in shapes.min(0)], "shape_max": [int(s) for s in shapes.max(0)],
+        "has_regions": ds.has_regions, "ignore_label": ds.ignore_label,
+        "voxel_volume_unit": "mm^2" if dim == 2 else "mm^3",
+    }
+    classes = {}
+    for v in ds.foreground_values:
+        counts = np.array([c["classes"][v]["count"] for c in cases], np.float64)
+        present = counts > 0
+        objects = [c["classes"][v]["objects"] for c in cases]
+        sizes = np.concatenate(objects) if objects else np.zeros(0)
+        physical = np.concatenate([o * vv for o, vv in zip(objects, voxel_volume)]) if objects else np.zeros(0)
+        boundary = np.array([c["classes"][v]["boundary"] for c in cases], np.float64)
+        bbox = np.array([c["classes"][v]["bbox"] for c in cases], np.float64)
+        classes[str(v)] = {
+            "name": _class_name(ds.labels, v), "label": int(v),
+            "voxel_fraction": _stats(counts / voxels),
+            "foreground_share": _stats(counts[has_fg] / fg_total[has_fg]),
+            "objects_per_case": _stats([len(o) for o in objects]),
+            "object_size_voxels": _stats(sizes),
+            "object_size_physical": _stats(physical),
+            "absent_fraction": float(1.0 - present.mean()),
+            "boundary_to_volume": _stats(boundary[present] / counts[present]),
+            "bbox_extent": _stats(bbox[present] / voxels[present]),
+        }
+    return info, classes
+
+
+def compute_fingerprint(dataset: Dataset, num_workers: int | None = None, progress: bool = False) -> dict:
+    """Measure every case of ``dataset`` (see the module docstring for what and how)."""
+    start = time.perf_counter()
+    workers = num_workers or min(4, os.cpu_count() or 1)
+    if workers < 1:
+        raise AutolossError(f"number of workers must be at least 1, got {workers}")
+    workers = min(workers, max(1, len(dataset.cases)))
+    if progress:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"fingerprint {dataset.name}", total=len(dataset.cases))
+            cases = _measure_all(dataset, workers, lambda k: bar.advance(task, k))
+    else:
+        cases = _measure_all(dataset, workers, lambda k: None)
+    info, classes = _aggregate(dataset, cases)
+    return {"autoloss_fingerprint_version": FINGERPRINT_VERSION, "dataset": info, "classes": classes,
+            "timing": {"seconds": round(time.perf_counter() - start, 4), "workers": workers}}
+
+
+def save_fingerprint(fp: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fp, indent=2))
+    return path
+
+
+def load_fingerprint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise AutolossError(f"{path}: no such fingerprint file (make one with: autoloss fingerprint DATASET -o "
+                            f"{path})")
+    try:
+        fp = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AutolossError(f"{path}: not a fingerprint JSON ({e}); recompute it with autoloss fingerprint") from None
+    if not isinstance(fp, dict) or "autoloss_fingerprint_version" not in fp:
+        raise AutolossError(f"{path}: not an autoloss fingerprint (no autoloss_fingerprint_version); recompute it "
+                            "with autoloss fingerprint DATASET -o FILE")
+    if fp["autoloss_fingerprint_version"] != FINGERPRINT_VERSION:
+        raise AutolossError(f"{path}: fingerprint version {fp['autoloss_fingerprint_version']}, this autoloss reads "
+                            f"version {FINGERPRINT_VERSION}; recompute it with autoloss fingerprint DATASET -o FILE")
+    if not isinstance(fp.get("dataset"), dict) or not isinstance(fp.get("classes"), dict):
+        raise AutolossError(f"{path}: fingerprint lacks its dataset/classes sections; recompute it")
+    return fp
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    if pct:
+        return f"{100 * x:.2f} %" if x >= 1e-4 or x == 0 else f"{100 * x:.1e} %"
+    return f"{x:.3g}" if abs(x) < 1e5 else f"{x:.3e}"
+
+
+def fingerprint_table(fp: dict):
+    """A rich Table of the fingerprint for the CLI: one row per class, the dataset in the title and caption."""
+    from rich.table import Table
+
+    d = fp["dataset"]
+    title = (f"{d['name']}: {d['dim']}D, {d['num_cases_measured']}/{d['num_cases']} cases, "
+             f"{d['num_classes']} class(es), {', '.join(d['modality'])}")
+    caption = (f"median shape {d['shape_median']}, median spacing {[round(s, 3) for s in d['spacing_median']]}, "
+               f"anisotropy {_fmt(d['anisotropy'])}" + (", region labels" if d["has_regions"] else "")
+               + (f", ignore label {d['ignore_label']}" if d["ignore_label"] is not None else "")
+               + (f"; {fp['timing']['seconds']:.2f} s on {fp['timing']['workers']} worker(s)" if "timing" in fp else ""))
+    table = Table(title=title, caption=caption)
+    for col in ("label", "name", "voxel fraction", "fg share", "objects/case", "object size (vox)",
+                f"object size ({d['voxel_volume_unit']})", "absent", "boundary/volume", "bbox extent"):
+        table.add_column(col, justify="left" if col in ("name",) else "right")
+    for key, c in sorted(fp["classes"].items(), key=lambda kv: int(kv[0])):
+        table.add_row(key, c["name"], _fmt(c["voxel_fraction"]["mean"], True),
+                      _fmt(c["foreground_share"]["mean"], True), _fmt(c["objects_per_case"]["median"]),
+                      _fmt(c["object_size_voxels"]["median"]), _fmt(c["object_size_physical"]["median"]),
+                      _fmt(c["absent_fraction"], True), _fmt(c["boundary_to_volume"]["median"]),
+                      _fmt(c["bbox_extent"]["median"], True))
+    return table
