@@ -27,6 +27,19 @@ from torch import Tensor, nn
 POW_EPS = 1e-6
 
 
+def pow_floor(x: Tensor, gamma: float) -> Tensor:
+    """``max(x, POW_EPS) ** gamma`` with finite gradients, as ``exp(gamma * log x)`` for non-integer powers
+    (torch's ``pow`` backward costs another ``pow``: 2.5x slower on a CPU)."""
+    x = x.clamp_min(POW_EPS)
+    if gamma == 0:
+        return torch.ones_like(x)
+    if gamma == 1:
+        return x
+    if gamma == 2:
+        return x.square()
+    return torch.exp(gamma * torch.log(x))
+
+
 class SegBatch:
     """One call's inputs, prepared once: float32 logits, target as labels or regions, valid-voxel mask.
 

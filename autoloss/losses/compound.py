@@ -11,7 +11,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from autoloss.losses.base import POW_EPS, DiceStyleLoss, SegBatch, SegLoss, soft_dice
+from autoloss.losses.base import DiceStyleLoss, SegBatch, SegLoss, pow_floor, soft_dice
 from autoloss.losses.distribution import _frequency_weights
 
 
@@ -34,9 +34,9 @@ class ExpLogLoss(DiceStyleLoss):
     def compute(self, batch: SegBatch) -> Tensor:
         tp, fp, fn, _ = self.stats(batch)
         dice = soft_dice(tp, fp, fn, self.smooth).clamp_min(1e-12)
-        l_dice = (-torch.log(dice)).clamp_min(POW_EPS).pow(self.gamma).mean()
+        l_dice = pow_floor(-torch.log(dice), self.gamma).mean()
         weights = _frequency_weights(batch, 0.5)
-        l_ce = batch.masked_mean(weights * batch.voxel_ce.clamp_min(POW_EPS).pow(self.gamma))
+        l_ce = batch.masked_mean(weights * pow_floor(batch.voxel_ce, self.gamma))
         return self.w_dice * l_dice + self.w_ce * l_ce
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from autoloss.losses.base import POW_EPS, SegBatch, SegLoss
+from autoloss.losses.base import SegBatch, SegLoss, pow_floor
 from autoloss.losses.distance import boundary_penalty
 
 
@@ -45,7 +45,7 @@ def _frequency_weights(batch: SegBatch, power: float) -> Tensor:
             return g * w_pos + (1.0 - g) * w_neg
         counts = g.sum((0,) + batch.axes)  # (C,)
         w = (counts.sum() / counts.clamp_min(1.0)) ** power
-        return w[batch.labels]  # (B, 1, *spatial)
+        return w.take(batch.labels)  # (B, 1, *spatial)
 
 
 class WeightedCrossEntropyLoss(SegLoss):
@@ -114,8 +114,9 @@ class FocalLoss(SegLoss):
     def compute(self, batch: SegBatch) -> Tensor:
         ce = batch.voxel_ce  # -log p_t
         pt = torch.exp(-ce)
-        modulator = (1.0 - pt).clamp_min(POW_EPS).pow(self.gamma) if self.gamma != 0 else 1.0
-        return batch.masked_mean(modulator * ce)
+        if self.gamma == 0:
+            return batch.masked_mean(ce)
+        return batch.masked_mean(pow_floor(1.0 - pt, self.gamma) * ce)
 
 
 class DistancePenalizedCELoss(SegLoss):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from autoloss.losses.base import POW_EPS, DiceStyleLoss, SegBatch, ddp_active, gather_batch, soft_dice
+from autoloss.losses.base import DiceStyleLoss, SegBatch, ddp_active, gather_batch, pow_floor, soft_dice
 
 
 class DiceLoss(DiceStyleLoss):
@@ -73,8 +73,8 @@ class FocalTverskyLoss(TverskyLoss):
         self.gamma = float(gamma)
 
     def compute(self, batch: SegBatch) -> Tensor:
-        # Floor at POW_EPS: x^0.75 has an infinite slope at a perfect class (TI = 1).
-        return (1.0 - self.index(batch)).clamp_min(POW_EPS).pow(self.gamma).mean()
+        # Floored: x^0.75 has an infinite slope at a perfect class (TI = 1).
+        return pow_floor(1.0 - self.index(batch), self.gamma).mean()
 
 
 class AsymmetricLoss(DiceStyleLoss):

@@ -1,0 +1,192 @@
+"""Forward+backward time and peak memory of every registered loss against nnU-Net's DC_and_CE, same run, same
+logits; and the boundary losses' distance maps against the CPU-scipy path the Loss Odyssey code used.
+
+    python benchmarks/bench_losses.py                      # CPU: (2, 3, 64, 64, 64), float32
+    python benchmarks/bench_losses.py --device cuda        # GPU: (2, 3, 128, 128, 128), bf16 autocast
+    python benchmarks/bench_losses.py --shape 2 3 32 32 32 --reps 5 --losses DiceCE DiceBD
+
+Bars (DESIGN.md): distribution / region losses within 1.25x of DC_and_CE; Lovasz within 3x; losses with distance
+maps (BD, HD, DiceBD, DiceHD, DPCE) within 3x; distance maps at least 10x faster than the CPU-scipy path on a GPU.
+The bars are GPU figures; on a CPU the distance maps and the sort cannot be hidden behind a GPU.
+
+The target is synthetic but shaped like a segmentation (a large class-1 ellipsoid holding small class-2 blobs,
+one image with class 2 absent); the logits are the one-hot target plus noise, like a half-trained network.
+CPU peak memory is not measured (torch's CPU allocator is invisible to tracemalloc); on CUDA it is
+``torch.cuda.max_memory_allocated`` above the memory held before the call.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autoloss.losses import LOSS_NAMES, build_loss, get_loss_def  # noqa: E402
+from autoloss.losses.distance import edt, signed_distance  # noqa: E402
+from autoloss.spec import LossSpec  # noqa: E402
+
+
+def make_batch(shape: tuple[int, ...], device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    b, c, *spatial = shape
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, n) for n in spatial], indexing="ij")
+    target = torch.zeros(b, 1, *spatial)
+    for i in range(b):
+        centre = (torch.rand(len(spatial), generator=g) - 0.5) * 0.4
+        radii = 0.35 + 0.25 * torch.rand(len(spatial), generator=g)
+        inside = sum(((x - m) / r) ** 2 for x, m, r in zip(grids, centre, radii)) < 1
+        target[i, 0][inside] = 1
+        if c > 2 and i % 2 == 0:  # small lesions in every other image: class 2 absent from the rest
+            for _ in range(3):
+                m2 = centre + (torch.rand(len(spatial), generator=g) - 0.5) * radii
+                blob = sum(((x - m) / 0.08) ** 2 for x, m in zip(grids, m2)) < 1
+                target[i, 0][blob & inside] = min(2, c - 1)
+    onehot = torch.zeros(b, c, *spatial).scatter_(1, target.long(), 1.0)
+    logits = 3.0 * (onehot - 0.5) + 2.0 * torch.randn(b, c, *spatial, generator=g)
+    return logits.to(device), target.to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_loss(fn, logits, target, device, reps: int, warmup: int, amp_dtype) -> tuple[float, float | None]:
+    """Median ms of forward+backward, and peak MB above the starting allocation (CUDA only)."""
+    x = logits.detach().clone().requires_grad_(True)
+
+    def step():
+        x.grad = None
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = fn(x, target)
+        loss.backward()
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    peak = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        sync(device)
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        step()
+        sync(device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times), peak
+
+
+def bar_of(name: str) -> float:
+    d = get_loss_def(name)
+    if d.uses_distance_maps or name == "Lovasz":
+        return 3.0
+    return 1.25
+
+
+def scipy_path(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """What the survey's code did each step: copy the target to the CPU, scipy EDT per image and foreground class
+    (Kervadec's one_hot2dist), copy the maps back."""
+    from scipy.ndimage import distance_transform_edt
+
+    seg = target[:, 0].long().cpu().numpy()
+    out = np.zeros((seg.shape[0], num_classes - 1) + seg.shape[1:], dtype=np.float32)
+    for b in range(seg.shape[0]):
+        for c in range(1, num_classes):
+            pos = seg[b] == c
+            if pos.any():
+                neg = ~pos
+                out[b, c - 1] = distance_transform_edt(neg) * neg - (distance_transform_edt(pos) - 1) * pos
+    return torch.from_numpy(out).to(target.device)
+
+
+def device_path(target: torch.Tensor, num_classes: int, backend: str) -> torch.Tensor:
+    onehot = torch.cat([target == c for c in range(1, num_classes)], 1)
+    return signed_distance(onehot.reshape(-1, *onehot.shape[2:]), backend=backend).view(onehot.shape)
+
+
+def time_fn(fn, device, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--shape", type=int, nargs="+", help="B C X Y [Z]")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast dtype (default: bf16 on CUDA)")
+    ap.add_argument("--losses", nargs="+", default=list(LOSS_NAMES))
+    args = ap.parse_args(argv)
+
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    device = torch.device(args.device)
+    shape = tuple(args.shape) if args.shape else ((2, 3, 128, 128, 128) if device.type == "cuda" else (2, 3, 64, 64, 64))
+    amp = args.amp or ("bf16" if device.type == "cuda" else "none")
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    logits, target = make_batch(shape, device)
+    print(f"device {device} ({torch.get_num_threads()} CPU threads), shape {shape}, autocast {amp}, "
+          f"reps {args.reps} (median after {args.warmup} warm-up)")
+
+    ref = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
+                         weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
+    ref_ms, ref_mb = time_loss(ref, logits, target, device, args.reps, args.warmup, amp_dtype)
+
+    rows = []
+    for name in args.losses:
+        loss = build_loss(LossSpec(name), batch_dice=True)
+        if name == "Lovasz":  # its optional CE warm-up term is off by default: time the Lovasz term itself
+            assert loss.weights["ce"] == 0.0
+        ms, mb = time_loss(loss, logits, target, device, args.reps, args.warmup, amp_dtype)
+        rows.append((name, ms, mb, bar_of(name)))
+    # The reference again at the end: the ratio uses the median of both measurements (drift on shared CPUs).
+    ref_ms = statistics.median([ref_ms, time_loss(ref, logits, target, device, args.reps, args.warmup, amp_dtype)[0]])
+
+    fmt = "{:<14}{:>10}{:>8}{:>10}{:>7}  {}"
+    print(fmt.format("loss", "ms", "ratio", "peak MB", "bar", "result"))
+    mb_text = (lambda mb: "n/a" if mb is None else f"{mb:.0f}")
+    print(fmt.format("DC_and_CE", f"{ref_ms:.1f}", "1.00x", mb_text(ref_mb), "", "nnU-Net reference"))
+    worst = {"region": 0.0, "lovasz": 0.0, "boundary": 0.0}
+    for name, ms, mb, bar in rows:
+        ratio = ms / ref_ms
+        group = "lovasz" if name == "Lovasz" else ("boundary" if bar == 3.0 else "region")
+        worst[group] = max(worst[group], ratio)
+        print(fmt.format(name, f"{ms:.1f}", f"{ratio:.2f}x", mb_text(mb), f"{bar:g}x",
+                         "pass" if ratio <= bar else "FAIL"))
+
+    c = shape[1]
+    scipy_ms = time_fn(lambda: scipy_path(target, c), device, args.reps)
+    dev_ms = time_fn(lambda: device_path(target, c, "auto"), device, args.reps)
+    torch_ms = time_fn(lambda: device_path(target, c, "torch"), device, args.reps)
+    check = device_path(target, c, "torch")
+    err = float((check - scipy_path(target, c)).abs().max())
+    print(f"distance maps of {shape[0]} x {c - 1} foreground volumes: CPU-scipy path {scipy_ms:.1f} ms; "
+          f"on-device auto backend {dev_ms:.1f} ms; torch EDT {torch_ms:.1f} ms (max |diff| vs scipy {err:.2e})")
+    print(f"headline: worst distribution/region loss ratio {worst['region']:.2f}x (bar 1.25x); "
+          f"Lovasz {worst['lovasz']:.2f}x (bar 3x); boundary {worst['boundary']:.2f}x (bar 3x); "
+          f"EDT speedup vs CPU scipy {scipy_ms / dev_ms:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
