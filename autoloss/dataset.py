@@ -48,7 +48,6 @@ class Case:
 class ImageHeader:
     shape: tuple[int, ...]       # array order: (z, y, x) or (y, x); channels of a 4D file are dropped
     spacing: tuple[float, ...]   # same order as shape
-    components: int = 1          # RGB(A) natural images: 3 or 4
 
 
 @dataclass
@@ -130,10 +129,9 @@ def _load_dataset_json(root: Path) -> dict:
     if missing:
         raise AutolossError(f"{dj_path}: missing key(s) {', '.join(missing)}; add them (see nnU-Net's "
                             "dataset_format.md)")
-    if not isinstance(dj["channel_names"], dict) or not dj["channel_names"]:
-        raise AutolossError(f"{dj_path}: channel_names must be a non-empty object like {{\"0\": \"CT\"}}")
-    if not all(str(k).isdigit() for k in dj["channel_names"]):
-        raise AutolossError(f"{dj_path}: channel_names keys must be channel indices \"0\", \"1\", ...")
+    channels = dj["channel_names"]
+    if not isinstance(channels, dict) or not channels or not all(str(k).isdigit() for k in channels):
+        raise AutolossError(f"{dj_path}: channel_names must map channel indices to names, like {{\"0\": \"CT\"}}")
     if not isinstance(dj["labels"], dict):
         raise AutolossError(f"{dj_path}: labels must be an object like {{\"background\": 0, \"tumour\": 1}}")
     if not isinstance(dj["file_ending"], str) or not dj["file_ending"].startswith("."):
@@ -166,9 +164,7 @@ def _parse_labels(labels: dict, dj_path: Path) -> tuple[list[int], int | None, b
             values.add(as_int(v, key))
     ignore = labels.get("ignore")
     if ignore is not None:
-        if isinstance(ignore, (list, tuple)):
-            raise AutolossError(f"{dj_path}: the ignore label must be one integer, not a list")
-        ignore = as_int(ignore, "ignore")
+        ignore = as_int(ignore, "ignore")  # one integer, never a region
         if ignore != max(values) + 1:
             raise AutolossError(f"{dj_path}: the ignore label must be the highest label value ({max(values) + 1}), "
                                 f"got {ignore} (nnU-Net requires this)")
@@ -180,8 +176,7 @@ def _discover_cases(root: Path, dj: dict, ending: str) -> list[Case]:
     channels = sorted(int(k) for k in dj["channel_names"])
     if "dataset" in dj:  # explicit file lists (nnU-Net's alternative to the imagesTr/labelsTr convention)
         def resolve(p: str) -> Path:
-            p = os.path.expandvars(p)
-            return Path(p) if os.path.isabs(p) else (root / p).resolve()
+            return (root / os.path.expandvars(p)).resolve()  # an absolute path stays as it is
         if not isinstance(dj["dataset"], dict) or not dj["dataset"]:
             raise AutolossError(f"{root / 'dataset.json'}: 'dataset' must be a non-empty object of cases")
         cases = []
@@ -234,12 +229,8 @@ def _pick_reader(dj: dict, example: Path) -> str:
     if not names:
         raise AutolossError(f"file_ending {dj['file_ending']!r}: nnU-Net has no reader for it (use .nii.gz, .nrrd, "
                             ".mha, .png, .bmp, .tif)")
-    if names[0] == NATURAL_READER:
-        # nnU-Net falls through to Tiff3DIO when the 2D reader fails on a 3D TIFF.
-        header = _sitk_header(example)
-        if len(header.shape) == 2 or len(names) == 1:
-            return NATURAL_READER
-        return names[1]
+    if names[0] == NATURAL_READER:  # nnU-Net falls through to Tiff3DIO when the 2D reader fails on a 3D TIFF
+        return NATURAL_READER if len(_sitk_header(example).shape) == 2 or len(names) == 1 else names[1]
     if names[0] == SITK_READER:
         read_image_header(example, SITK_READER)  # an unreadable first file fails here with its name
     return names[0]
@@ -255,15 +246,12 @@ def read_dataset(arg: str | Path, max_cases: int | None = None) -> Dataset:
     if has_regions and "regions_class_order" not in dj:
         raise AutolossError(f"{dj_path}: region labels (lists) need regions_class_order (nnU-Net requires it)")
     cases = _discover_cases(root, dj, ending)
-    warnings = []
-    if "numTraining" in dj and dj["numTraining"] != len(cases):
-        warnings.append(f"{dj_path}: numTraining is {dj['numTraining']} but {len(cases)} labelled cases were "
-                        "found; using the cases found")
+    warnings = [f"{dj_path}: numTraining is {dj['numTraining']} but {len(cases)} labelled cases were found; "
+                "using the cases found"] if dj.get("numTraining", len(cases)) != len(cases) else []
     num_training = len(cases)
-    if max_cases is not None:
-        if max_cases < 1:
-            raise AutolossError(f"--max-cases must be at least 1, got {max_cases}")
-        cases = cases[:max_cases]
+    if max_cases is not None and max_cases < 1:
+        raise AutolossError(f"--max-cases must be at least 1, got {max_cases}")
+    cases = cases[:max_cases]
     m = _DATASET_DIR.match(root.name)
     return Dataset(root=root, id=int(m.group(1)) if m else None, name=root.name, dataset_json=dj,
                    channel_names={str(k): v for k, v in dj["channel_names"].items()}, labels=dict(dj["labels"]),
@@ -309,7 +297,7 @@ def _sitk_header(path: Path) -> ImageHeader:
     shape, spacing = tuple(reader.GetSize())[::-1], tuple(abs(s) for s in reader.GetSpacing())[::-1]
     if len(shape) == 4:  # 4D file: several channels in one file, channel axis first in array order
         shape, spacing = shape[1:], spacing[1:]
-    return ImageHeader(tuple(int(s) for s in shape), spacing, int(reader.GetNumberOfComponents()))
+    return ImageHeader(tuple(int(s) for s in shape), spacing)
 
 
 def _nifti_header(path: Path) -> ImageHeader | None:
@@ -351,7 +339,7 @@ def read_image_header(path: Path | str, reader: str = SITK_READER) -> ImageHeade
     if reader == NATURAL_READER:
         try:
             with _pil_open(path) as im:
-                return ImageHeader((im.size[1], im.size[0]), (1.0, 1.0), len(im.getbands()))
+                return ImageHeader((im.size[1], im.size[0]), (1.0, 1.0))
         except Exception:  # PIL cannot parse it: let nnU-Net's own reader try (and name the error)
             pass
     arr, spacing = _read_with_nnunet(path, reader, seg=False)

@@ -18,6 +18,7 @@ import math
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -98,7 +99,15 @@ def _measure_chunk(cases: list[Case]) -> list[dict[str, Any]]:
     return [measure_case(c, _WORKER_DS) for c in cases]
 
 
-def _measure_all(ds: Dataset, workers: int, on_done) -> list[dict[str, Any]]:
+def _start_method() -> str | None:
+    """fork (no re-imports: fastest) unless this process runs threads (Ray, gRPC, ...): forking those can
+    deadlock a child on a lock held by another thread, so then a clean forkserver."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return "fork" if threading.active_count() == 1 else "forkserver"
+
+
+def _measure_all(ds: Dataset, workers: int, on_done, start_method: str | None) -> list[dict[str, Any]]:
     cases = ds.cases
     if workers <= 1 or len(cases) < 4:
         out = []
@@ -109,7 +118,9 @@ def _measure_all(ds: Dataset, workers: int, on_done) -> list[dict[str, Any]]:
     # Chunks amortise the per-task cost on many small cases; a window of 2 chunks per worker bounds memory.
     size = max(1, min(16, len(cases) // (workers * 4)))
     chunks = [cases[i:i + size] for i in range(0, len(cases), size)]
-    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None  # fork: no re-import per worker
+    ctx = mp.get_context(start_method) if start_method else None
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(["autoloss.fingerprint"])
     results: dict[int, list] = {}
     ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(ds,))
     try:
@@ -129,8 +140,8 @@ def _measure_all(ds: Dataset, workers: int, on_done) -> list[dict[str, Any]]:
                 if nxt is not None:
                     pending[ex.submit(_measure_chunk, nxt[1])] = nxt[0]
     except BrokenProcessPool:
-        raise AutolossError(f"{ds.root}: a fingerprint worker died (out of memory?); retry with fewer workers "
-                            "(-j 1)") from None
+        raise AutolossError(f"{ds.root}: a fingerprint worker died (out of memory, or a script calling autoloss "
+                            "without an `if __name__ == '__main__':` guard); retry with -j 1") from None
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
     return [r for i in sorted(results) for r in results[i]]
@@ -209,6 +220,7 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
 def compute_fingerprint(dataset: Dataset, num_workers: int | None = None, progress: bool = False) -> dict:
     """Measure every case of ``dataset`` (see the module docstring for what and how)."""
     start = time.perf_counter()
+    method = _start_method()  # decided before a progress bar starts its own thread
     workers = num_workers or min(4, os.cpu_count() or 1)
     if workers < 1:
         raise AutolossError(f"number of workers must be at least 1, got {workers}")
@@ -219,9 +231,9 @@ def compute_fingerprint(dataset: Dataset, num_workers: int | None = None, progre
 
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"fingerprint {dataset.name}", total=len(dataset.cases))
-            cases = _measure_all(dataset, workers, lambda k: bar.advance(task, k))
+            cases = _measure_all(dataset, workers, lambda k: bar.advance(task, k), method)
     else:
-        cases = _measure_all(dataset, workers, lambda k: None)
+        cases = _measure_all(dataset, workers, lambda k: None, method)
     info, classes = _aggregate(dataset, cases)
     return {"autoloss_fingerprint_version": FINGERPRINT_VERSION, "dataset": info, "classes": classes,
             "timing": {"seconds": round(time.perf_counter() - start, 4), "workers": workers}}
