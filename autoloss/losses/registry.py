@@ -294,17 +294,24 @@ def build_loss(spec: LossSpec, *, region_based: bool = False, ignore_label: int 
     return AutolossLoss(terms, weights, spec=spec, region_based=region_based, ignore_label=ignore_label)
 
 
-def format_loss_table() -> str:
-    """Plain-text table of every loss with its terms, parameters, defaults, ranges and help (``autoloss losses``)."""
-    rows = [("loss", "parameter", "default", "range", "meaning")]
+def format_loss_table():
+    """Table of every loss with its terms, parameters, defaults, valid ranges and help (``autoloss losses``).
+
+    A ``rich.table.Table`` (rich wraps it to the terminal); ``str`` of it is not meaningful, render it with a
+    rich Console.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Registered losses (parameters are <term>.<name>; absent ones take the default)",
+                  show_lines=False)
+    for col in ("loss", "parameter", "default", "range"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("meaning", overflow="fold", ratio=1)
     for d in _LOSSES:
-        rows.append((d.name, f"= {' + '.join(d.terms)}", "", "", f"{d.description} ({d.reference})"))
-        for p in d.params:
-            rows.append(("", p.name, str(p.default), p.range_text(), p.help))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = []
-    for i, r in enumerate(rows):
-        if i and r[0]:
-            lines.append("")
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
-    return "\n".join(line.rstrip() for line in lines)
+        table.add_row(f"[bold]{escape(d.name)}[/bold]", escape(" + ".join(d.terms)), "", "",
+                      escape(f"{d.description} ({d.reference})"), end_section=not d.params)
+        for i, p in enumerate(d.params):
+            table.add_row("", escape(p.name), escape(str(p.default)), escape(p.range_text()), escape(p.help),
+                          end_section=i == len(d.params) - 1)
+    return table
