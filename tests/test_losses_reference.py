@@ -208,14 +208,15 @@ def test_hd_equals_monai(shape):
 
 
 # ---- the papers' formulas, written out per class -----------------------------------------------------------------
-def kervadec_one_hot2dist(seg: np.ndarray) -> np.ndarray:
+def kervadec_one_hot2dist(seg: np.ndarray, sampling=None) -> np.ndarray:
     """Kervadec et al.'s released one_hot2dist for one image: (C, *spatial) one-hot -> signed maps."""
     res = np.zeros(seg.shape, dtype=np.float64)
     for k in range(seg.shape[0]):
         pos = seg[k].astype(bool)
         if pos.any():
             neg = ~pos
-            res[k] = ndimage.distance_transform_edt(neg) * neg - (ndimage.distance_transform_edt(pos) - 1) * pos
+            res[k] = ndimage.distance_transform_edt(neg, sampling) * neg \
+                - (ndimage.distance_transform_edt(pos, sampling) - 1) * pos
     return res
 
 
@@ -228,6 +229,12 @@ def test_bd_equals_kervadec(shape):
     probs = torch.softmax(logits, 1)
     ref = (probs[:, 1:] * dist[:, 1:]).mean()  # foreground classes, mean over batch, classes, voxels
     close(loss_of("BD")(logits, target), ref, 1e-4)
+    # Anisotropic voxels: build_loss(spacing=...) reaches the distance maps.
+    spacing = (2.5, 0.5, 1.0)[-(len(shape) - 2):]
+    dist = torch.from_numpy(np.stack([kervadec_one_hot2dist(o, spacing) for o in oh])).float()
+    ref = (probs[:, 1:] * dist[:, 1:]).mean()
+    for backend in ("torch", "scipy"):
+        close(loss_of("BD", spacing=spacing, edt_backend=backend)(logits, target), ref, 1e-4)
 
 
 def survey_dpce_weights(gt: np.ndarray) -> np.ndarray:

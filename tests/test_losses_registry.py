@@ -209,3 +209,40 @@ def test_wrong_target_shapes_raise():
         build_loss(LossSpec("Dice"), region_based=True)(logits, torch.zeros(2, 2, 9, 10))
     with pytest.raises(ValueError, match="does not match"):
         build_loss(LossSpec("Dice"))(logits, target[..., :5])
+
+
+def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        logits, target = batch(7, shape=(4, 3, 8, 9))
+        part = slice(2 * rank, 2 * rank + 2)
+        values = {}
+        for name in ("DiceCE", "SS", "GDice", "ELL"):
+            x = logits[part].clone().requires_grad_(True)
+            loss = build_loss(LossSpec(name), ddp=True, batch_dice=True)
+            value = loss(x, target[part])
+            value.backward()  # the gathered sums back-propagate through all ranks
+            values[name] = (float(value), loss.term_values(logits[part], target[part]))
+        torch.save(values, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_batch_dice_sums_over_ranks(tmp_path):
+    # Two gloo ranks holding half a batch each: the batch-Dice sums are gathered, so the Dice term on every
+    # rank equals single-process batch Dice on the whole batch (as nnU-Net's ddp=True does).
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
+    logits, target = batch(7, shape=(4, 3, 8, 9))
+    full = build_loss(LossSpec("DiceCE")).term_values(logits, target)
+    for r in range(2):
+        assert results[r]["DiceCE"][1]["dice"] == pytest.approx(full["dice"], abs=1e-6)
+    assert (results[0]["DiceCE"][0] + results[1]["DiceCE"][0]) / 2 == pytest.approx(
+        float(build_loss(LossSpec("DiceCE"))(logits, target)), abs=1e-5)
+    for name in ("SS", "GDice"):
+        whole = float(build_loss(LossSpec(name))(logits, target))
+        assert results[0][name][0] == pytest.approx(whole, abs=1e-6) == results[1][name][0]

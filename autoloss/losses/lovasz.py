@@ -19,6 +19,7 @@ from torch import Tensor
 from autoloss.losses.base import SegBatch, SegLoss
 
 
+@torch.no_grad()
 def lovasz_grad(gt_sorted: Tensor) -> Tensor:
     """Gradient of the Lovasz extension of the Jaccard loss w.r.t. errors sorted decreasingly, row-wise."""
     gts = gt_sorted.sum(-1, keepdim=True)
@@ -26,14 +27,19 @@ def lovasz_grad(gt_sorted: Tensor) -> Tensor:
     union = gts + (1.0 - gt_sorted).cumsum(-1)  # >= 1 from the first element on
     jaccard = 1.0 - intersection / union
     if gt_sorted.shape[-1] > 1:
-        jaccard = torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], -1)
+        jaccard[..., 1:] -= jaccard[..., :-1].clone()
     return jaccard
 
 
+@torch.no_grad()
 def sort_rows_descending(errors: Tensor) -> Tensor:
     """Permutation sorting each row of non-negative float32 ``errors`` (R, N) in decreasing order."""
-    keys = (2 ** 31 - 1) - errors.detach().contiguous().view(torch.int32)  # decreasing error = increasing key
-    return torch.stack([torch.sort(row, stable=True).indices for row in keys])
+    keys = (2 ** 31 - 1) - errors.contiguous().view(torch.int32)  # decreasing error = increasing key
+    values = torch.empty_like(keys)
+    order = torch.empty(keys.shape, dtype=torch.int64, device=keys.device)
+    for r in range(keys.shape[0]):
+        torch.sort(keys[r], stable=True, out=(values[r], order[r]))
+    return order
 
 
 class LovaszSoftmaxLoss(SegLoss):
@@ -62,11 +68,12 @@ class LovaszSoftmaxLoss(SegLoss):
         else:  # one row per class over the whole batch
             e, gt = errors.transpose(0, 1).reshape(c, -1), g.transpose(0, 1).reshape(c, -1)
         with torch.no_grad():
-            perm = sort_rows_descending(e)
-            gt_sorted = gt.gather(1, perm)
-            grad = lovasz_grad(gt_sorted)
+            perm = sort_rows_descending(e.detach())
+            # The Lovasz gradient of each voxel, put back in voxel order: the loss is then a plain dot product
+            # whose backward is a multiplication (cheaper than back-propagating through a gather).
+            grad = torch.empty_like(e).scatter_(1, perm, lovasz_grad(gt.gather(1, perm)))
             present = gt.sum(1) > 0
-        per_row = (e.gather(1, perm) * grad).sum(1)
+        per_row = (e * grad).sum(1)
         if not self.per_image:
             return (per_row * present).sum() / present.sum().clamp_min(1)
         per_row, present = per_row.view(b, c), present.view(b, c)
