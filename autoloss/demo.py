@@ -27,7 +27,8 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 3, iterations: int =
     if not folder.exists():
         console.rule("1. a synthetic nnU-Net dataset: two classes, one large, one small and rare")
         folder = make_synthetic_dataset(data_dir, dim=2, num_cases=8, shape=(64, 64), num_classes=2,
-                                        foreground_ratio=0.03, objects_per_case=2, seed=0, dataset_id=990,
+                                        foreground_ratio=(0.10, 0.004), objects_per_case=(1, 3),
+                                        absent_fraction=(0.0, 0.25), seed=0, dataset_id=990,
                                         name="AutolossDemo")
     console.print(f"dataset: {folder}")
     console.rule("2. autoloss fingerprint")
