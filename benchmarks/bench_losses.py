@@ -10,7 +10,7 @@ maps (BD, HD, DiceBD, DiceHD, DPCE) within 3x; distance maps at least 10x faster
 The bars are GPU figures; on a CPU the distance maps and the sort cannot be hidden behind a GPU.
 
 The target is synthetic but shaped like a segmentation (a large class-1 ellipsoid holding small class-2 blobs,
-one image with class 2 absent); the logits are the one-hot target plus noise, like a half-trained network.
+one image with class 2 absent); the logits are the one-hot target plus smooth and voxel noise, like a half-trained network.
 CPU peak memory is not measured (torch's CPU allocator is invisible to tracemalloc); on CUDA it is
 ``torch.cuda.max_memory_allocated`` above the memory held before the call.
 """
@@ -48,7 +48,11 @@ def make_batch(shape: tuple[int, ...], device: torch.device, seed: int = 0) -> t
                 blob = sum(((x - m) / 0.08) ** 2 for x, m in zip(grids, m2)) < 1
                 target[i, 0][blob & inside] = min(2, c - 1)
     onehot = torch.zeros(b, c, *spatial).scatter_(1, target.long(), 1.0)
-    logits = 3.0 * (onehot - 0.5) + 2.0 * torch.randn(b, c, *spatial, generator=g)
+    # Spatially smooth errors (as a network makes) plus a little voxel noise.
+    coarse = torch.randn(b, c, *[max(2, n // 8) for n in spatial], generator=g)
+    mode = "bilinear" if len(spatial) == 2 else "trilinear"
+    smooth = torch.nn.functional.interpolate(coarse, size=tuple(spatial), mode=mode, align_corners=False)
+    logits = 3.0 * (onehot - 0.5) + 3.0 * smooth + 0.5 * torch.randn(b, c, *spatial, generator=g)
     return logits.to(device), target.to(device)
 
 

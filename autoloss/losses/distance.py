@@ -179,16 +179,19 @@ def _cupy_edt(mask: Tensor, sp: tuple[float, ...]) -> Tensor:  # pragma: no cove
     from cupyx.scipy import ndimage as cndi
 
     out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-    has_bg = (~mask).flatten(1).any(1)
-    has_fg = mask.flatten(1).any(1)
+    flat = mask.flatten(1)
+    has_fg, has_bg = flat.any(1), (~flat).all(1).logical_not()
+    out[~has_bg] = float("inf")  # no background voxel: undefined, as in the other backends
+    todo = (has_fg & has_bg).nonzero().flatten().tolist()
+    if not todo:
+        return out
     u8 = mask.to(torch.uint8).contiguous()
+    # Run on torch's current stream so the maps are ordered with the surrounding kernels.
     with cupy.cuda.ExternalStream(torch.cuda.current_stream(mask.device).cuda_stream):
         src = cupy.from_dlpack(u8)
-        for v in range(mask.shape[0]):
+        for v in todo:
             d = cndi.distance_transform_edt(src[v], sampling=sp, float64_distances=False)
             out[v] = torch.from_dlpack(d)
-    out[~has_bg] = float("inf")
-    out[~has_fg] = 0.0
     return out
 
 

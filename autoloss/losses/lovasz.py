@@ -21,12 +21,18 @@ from autoloss.losses.base import SegBatch, SegLoss
 
 @torch.no_grad()
 def lovasz_grad(gt_sorted: Tensor) -> Tensor:
-    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. errors sorted decreasingly, row-wise."""
-    gts = gt_sorted.sum(-1, keepdim=True)
-    intersection = gts - gt_sorted.cumsum(-1)
-    union = gts + (1.0 - gt_sorted).cumsum(-1)  # >= 1 from the first element on
-    jaccard = 1.0 - intersection / union
-    if gt_sorted.shape[-1] > 1:
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. errors sorted decreasingly, row-wise.
+
+    ``gt_sorted`` is a 0/1 tensor (any dtype) of shape (R, N).
+    """
+    n = gt_sorted.shape[-1]
+    hits = gt_sorted.float().cumsum(-1)  # ground-truth voxels among the first i + 1 (cumsum on bool is slow)
+    gts = hits[..., -1:]
+    position = torch.arange(1, n + 1, device=gt_sorted.device, dtype=torch.float32)
+    # 1 - intersection / union with intersection = gts - hits and union = gts - hits + (i + 1) >= 1
+    # (the reference's second cumsum, of 1 - gt, is i + 1 - hits)
+    jaccard = position / (gts - hits).add_(position)
+    if n > 1:
         jaccard[..., 1:] -= jaccard[..., :-1].clone()
     return jaccard
 
@@ -68,10 +74,11 @@ class LovaszSoftmaxLoss(SegLoss):
         else:  # one row per class over the whole batch
             e, gt = errors.transpose(0, 1).reshape(c, -1), g.transpose(0, 1).reshape(c, -1)
         with torch.no_grad():
+            gt_bool = gt > 0.5  # gathered as bytes: a quarter of the memory traffic of float
             perm = sort_rows_descending(e.detach())
             # The Lovasz gradient of each voxel, put back in voxel order: the loss is then a plain dot product
             # whose backward is a multiplication (cheaper than back-propagating through a gather).
-            grad = torch.empty_like(e).scatter_(1, perm, lovasz_grad(gt.gather(1, perm)))
+            grad = torch.empty_like(e).scatter_(1, perm, lovasz_grad(gt_bool.gather(1, perm)))
             present = gt.sum(1) > 0
         per_row = (e * grad).sum(1)
         if not self.per_image:
