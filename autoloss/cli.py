@@ -88,6 +88,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                        seed=args.seed, timeout=args.timeout, device=args.device, max_cases=args.max_cases,
                        spaces=tuple(args.space), prior_top=args.prior_top, pruner=args.pruner,
                        workers=args.workers, ray_address=args.ray_address, gpus_per_trial=args.gpus_per_trial,
+                       cpus_per_trial=args.cpus_per_trial,
                        retry_failed=args.retry_failed, preprocess_processes=args.num_workers)
     from autoloss.report import baseline_comparison, search_progress, trials_frame
 
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="trials at a time through a local Ray cluster")
     p.add_argument("--ray-address", help="use an existing Ray cluster ('auto' or host:port)")
     p.add_argument("--gpus-per-trial", type=float, help="default 1 when GPUs are visible")
+    p.add_argument("--cpus-per-trial", type=int, help="CPU threads per trial (default: cores / workers)")
     p.add_argument("--retry-failed", action="store_true", help="re-run a trial whose worker died")
     p.add_argument("-j", "--num-workers", type=int, default=None, help="nnU-Net preprocessing processes")
     p.set_defaults(func=cmd_search)

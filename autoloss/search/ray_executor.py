@@ -51,7 +51,8 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 class RayExecutor:
     """``slots`` trials at a time as Ray tasks; one GPU per trial when GPUs are used."""
 
-    def __init__(self, workers: int, address: str | None, device: str, gpus_per_trial: float | None = None):
+    def __init__(self, workers: int, address: str | None, device: str, gpus_per_trial: float | None = None,
+                 cpus_per_trial: int | None = None):
         try:
             import ray
         except ImportError:
@@ -83,8 +84,12 @@ class RayExecutor:
             options = {"num_gpus": per_trial, "num_cpus": 1}
         else:
             # CPU trials: split the cluster's cores so workers do not oversubscribe them.
-            self.threads = max(1, int(resources.get("CPU", cores)) // self.slots)
-            options = {"num_cpus": self.threads, "num_gpus": 0}
+            self.threads = cpus_per_trial or max(1, int(resources.get("CPU", cores)) // self.slots)
+            # Cap every thread pool of the worker (torch, OpenMP, BLAS), not only torch's: numpy/scipy work in the
+            # data pipeline and validation would otherwise spread over all cores and slow the other trials.
+            threads = str(self.threads)
+            options = {"num_cpus": self.threads, "num_gpus": 0, "runtime_env": {"env_vars": env_vars | {
+                "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}}
         self.remote = ray.remote(max_retries=0, **options)(_run_on_worker)
         self.refs: dict = {}
 

@@ -44,6 +44,7 @@ class SearchConfig:
     workers: int = 1
     ray_address: str | None = None
     gpus_per_trial: float | None = None
+    cpus_per_trial: int | None = None
     retry_failed: bool = False
     preprocess_processes: int | None = None
 
@@ -53,8 +54,9 @@ class LocalExecutor:
 
     slots = 1
 
-    def __init__(self, study: optuna.Study):
+    def __init__(self, study: optuna.Study, threads: int | None = None):
         self.study = study
+        self.threads = threads  # torch threads per trial (None: torch's default, all cores)
         self._done: list[TrialOutcome] = []
 
     def submit(self, job: TrialJob) -> int:
@@ -165,11 +167,11 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
 
 def _make_executor(cfg: SearchConfig, study: optuna.Study, device: str):
     if cfg.workers <= 1 and cfg.ray_address is None:
-        return LocalExecutor(study)
+        return LocalExecutor(study, threads=cfg.cpus_per_trial)
     from autoloss.search.ray_executor import RayExecutor
 
     return RayExecutor(workers=cfg.workers, address=cfg.ray_address, device=device,
-                       gpus_per_trial=cfg.gpus_per_trial)
+                       gpus_per_trial=cfg.gpus_per_trial, cpus_per_trial=cfg.cpus_per_trial)
 
 
 def _spec_of(trial: optuna.Trial, space: SearchSpace) -> LossSpec:
@@ -181,7 +183,7 @@ def _spec_of(trial: optuna.Trial, space: SearchSpace) -> LossSpec:
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bool) -> None:
-    attrs = {"started": out.started, "ended": out.ended, "worker": out.worker}
+    attrs = {"started": out.started, "ended": out.ended, "worker": out.worker, "cpu_seconds": out.cpu_seconds}
     if out.result:
         attrs.update(metrics=out.result["metrics"], seconds=out.result["seconds"],
                      epochs_run=out.result["epochs_run"], step_seconds=out.result["step_seconds"],

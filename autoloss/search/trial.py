@@ -47,6 +47,7 @@ class TrialOutcome:
     started: float = 0.0
     ended: float = 0.0
     worker: str = ""
+    cpu_seconds: float = 0.0
 
 
 def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
@@ -71,6 +72,7 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
 
     out = TrialOutcome(job.number, job.trial_id, "fail", started=time.time(),
                        worker=f"{socket.gethostname()}:{os.getpid()}")
+    cpu0 = time.process_time()
     try:
         result = run_trial(LossSpec.from_dict(job.spec), job.prepared, job.fidelity, Path(job.trial_dir),
                            device=job.device, epoch_callback=report)
@@ -89,4 +91,5 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
         Path(job.trial_dir).mkdir(parents=True, exist_ok=True)
         (Path(job.trial_dir) / "error.txt").write_text(traceback.format_exc())
     out.ended = time.time()
+    out.cpu_seconds = time.process_time() - cpu0  # this process's CPU time: shows whether trials share cores
     return out
