@@ -103,3 +103,15 @@ def test_diverging_loss_fails_its_trial_and_the_search_goes_on(search_work_dir):
     assert len(failed) == 1 and failed[0].user_attrs["autoloss_spec"] == bad.to_dict()
     assert "diverged" in failed[0].user_attrs["reason"]
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in done) == 2
+
+
+def test_rdb_storage_url_and_export_from_it(search_work_dir, tmp_path):
+    # Any Optuna RDB URL works with --storage (SQLite here; PostgreSQL/MySQL URLs go the same way), and
+    # `autoloss export URL --study-name NAME` reads the winner back from it.
+    from autoloss.export import resolve_source
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    study = run_search(config(search_work_dir, budget=1, storage=url, study_name="rdb"), log=lambda s: None)
+    assert len(studies.counted(study)) == 1
+    src = resolve_source(url, study_name="rdb")
+    assert src.spec.name == "DiceCE" and src.provenance["study"] == "rdb"

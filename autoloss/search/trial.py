@@ -6,6 +6,7 @@ Optuna's pruner decides there exactly as it does in-process.
 """
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -90,6 +91,11 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
         out.reason = f"{type(exc).__name__}: {exc}"
         Path(job.trial_dir).mkdir(parents=True, exist_ok=True)
         (Path(job.trial_dir) / "error.txt").write_text(traceback.format_exc())
+    finally:
+        # In-process trials share one interpreter: free the finished trainer's memory before the next trial.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     out.ended = time.time()
     out.cpu_seconds = time.process_time() - cpu0  # this process's CPU time: shows whether trials share cores
     return out
