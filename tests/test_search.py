@@ -115,3 +115,24 @@ def test_rdb_storage_url_and_export_from_it(search_work_dir, tmp_path):
     assert len(studies.counted(study)) == 1
     src = resolve_source(url, study_name="rdb")
     assert src.spec.name == "DiceCE" and src.provenance["study"] == "rdb"
+
+
+def test_users_own_preprocessing_is_reused(hippo_prepared, tmp_path):
+    # A dataset that lives in the user's nnUNet_raw, already preprocessed by nnUNetv2_plan_and_preprocess (no
+    # autoloss marker): prepare() uses the user's folders and preprocesses nothing again.
+    import shutil
+
+    from autoloss.dataset import read_dataset
+    from autoloss.nnunet.prepare import MARKER, prepare
+
+    pre = tmp_path / "preprocessed"
+    shutil.copytree(hippo_prepared / "nnunet" / "preprocessed", pre)
+    for marker in pre.glob(f"*/{MARKER.format(configuration='2d')}"):
+        marker.unlink()
+    raw = hippo_prepared / "nnunet" / "raw"
+    os.environ.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre), nnUNet_results=str(tmp_path / "res"))
+    messages = []
+    prepared = prepare(read_dataset(raw / "Dataset103_Hippocampus"), "2d", tmp_path / "work", log=messages.append)
+    assert prepared.preprocessed_dir == pre / "Dataset103_Hippocampus"
+    assert messages and all("reusing" in m for m in messages), messages
+    assert not (tmp_path / "work" / "nnunet").exists()

@@ -116,6 +116,8 @@ def prepare(dataset, configuration: str, work_dir: Path, *, max_cases: int | Non
 
     preprocessed = pre_root / dataset_name
     marker = preprocessed / MARKER.format(configuration=configuration)
+    if not marker.exists() and _already_preprocessed(preprocessed, configuration, case_ids):
+        marker.write_text(json.dumps({"case_ids": case_ids}))  # done earlier by nnUNetv2_plan_and_preprocess
     if not marker.exists() or json.loads(marker.read_text()).get("case_ids") != case_ids:
         _plan_and_preprocess(dataset.id, dataset_name, preprocessed, configuration, num_processes, log)
         marker.write_text(json.dumps({"case_ids": case_ids}))
@@ -124,6 +126,21 @@ def prepare(dataset, configuration: str, work_dir: Path, *, max_cases: int | Non
     _write_split(preprocessed, case_ids)
     return PreparedDataset(dataset.id, dataset_name, raw_root / dataset_name, preprocessed, configuration,
                            PLANS, tuple(case_ids))
+
+
+def _already_preprocessed(preprocessed: Path, configuration: str, case_ids: list[str]) -> bool:
+    """True when nnU-Net's own plan-and-preprocess already produced every case for ``configuration``."""
+    plans_file = preprocessed / f"{PLANS}.json"
+    if not plans_file.exists():
+        return False
+    config = json.loads(plans_file.read_text())["configurations"].get(configuration)
+    if config is None or "data_identifier" not in config:
+        return False
+    folder = preprocessed / config["data_identifier"]
+    if not folder.is_dir():
+        return False
+    stems = {p.name.split(".")[0] for p in folder.iterdir()}
+    return all(cid in stems for cid in case_ids)
 
 
 def _plan_and_preprocess(dataset_id: int, dataset_name: str, preprocessed: Path, configuration: str,

@@ -19,6 +19,7 @@ import optuna
 
 from autoloss.errors import AutolossError
 from autoloss.nnunet.run import OBJECTIVES, Fidelity
+from autoloss.report import save_results
 from autoloss.search import study as studies
 from autoloss.search.space import SearchSpace
 from autoloss.search.trial import TrialJob, TrialOutcome, execute
@@ -153,8 +154,6 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
                 _tell(study, trial, outcome, retry=cfg.retry_failed)
                 if progress:
                     progress("end", outcome.number, outcome, study)
-                from autoloss.report import save_results
-
                 save_results(study, work_dir)
     except KeyboardInterrupt:
         for trial in pending.values():
