@@ -81,14 +81,7 @@ def time_loss(fn, logits, target, device, reps: int, warmup: int, amp_dtype) -> 
         step()
         sync(device)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        step()
-        sync(device)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times), peak
+    return median_ms(step, device, reps), peak
 
 
 def bar_of(name: str) -> float:
@@ -119,8 +112,8 @@ def device_path(target: torch.Tensor, num_classes: int, backend: str) -> torch.T
     return signed_distance(onehot.reshape(-1, *onehot.shape[2:]), backend=backend).view(onehot.shape)
 
 
-def time_fn(fn, device, reps: int) -> float:
-    fn()
+def median_ms(fn, device, reps: int) -> float:
+    """Median wall time of ``fn()`` in ms over ``reps`` synchronised calls (no warm-up)."""
     times = []
     for _ in range(reps):
         sync(device)
@@ -129,6 +122,11 @@ def time_fn(fn, device, reps: int) -> float:
         sync(device)
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+def time_fn(fn, device, reps: int) -> float:
+    fn()  # warm-up
+    return median_ms(fn, device, reps)
 
 
 def main(argv: list[str] | None = None) -> int:
