@@ -73,6 +73,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from autoloss.nnunet.run import Fidelity
+    from autoloss.search.confirm import ConfirmSettings
     from autoloss.search.runner import SearchConfig, run_search
 
     config = args.config
@@ -89,18 +90,30 @@ def cmd_search(args: argparse.Namespace) -> int:
                        spaces=tuple(args.space), prior_top=args.prior_top, pruner=args.pruner,
                        workers=args.workers, ray_address=args.ray_address, gpus_per_trial=args.gpus_per_trial,
                        cpus_per_trial=args.cpus_per_trial,
-                       retry_failed=args.retry_failed, preprocess_processes=args.num_workers)
-    from autoloss.report import baseline_comparison, search_progress, trials_frame
+                       retry_failed=args.retry_failed, preprocess_processes=args.num_workers,
+                       confirm=ConfirmSettings(enabled=not args.no_confirm, top=args.confirm_top,
+                                               folds=tuple(args.confirm_folds) if args.confirm_folds else None,
+                                               epochs=args.confirm_epochs))
+    from autoloss.report import search_progress
+    from autoloss.search.results import summary_text, trials_frame
+    from autoloss.search.verdict import compute_verdict
 
     console = _console()
     with search_progress(console, args.budget) as progress:
         study = run_search(cfg, progress=progress, log=console.print)
-    df = trials_frame(study)
-    cols = [c for c in ("rank", "trial", "state", "loss", "objective", "dice", "nsd", "seconds") if c in df]
-    console.print(df[cols].head(10).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    console.print(baseline_comparison(study))
-    console.print(f"results: {Path(args.work_dir) / 'results.csv'}, best LossSpec: "
-                  f"{Path(args.work_dir) / 'best_loss.json'}; export with: autoloss export {args.work_dir} -o DIR")
+    verdict = compute_verdict(study)
+    df = trials_frame(study, verdict)
+    cols = [c for c in ("rank", "phase", "trial", "fold", "state", "loss", "objective", "dice", "gain", "ci_low",
+                        "ci_high", "p_value", "cases") if c in df and df[c].notna().any()]
+    shown = df[cols].head(20).astype(object)
+    console.print(shown.where(shown.notna(), "").to_string(index=False, float_format=lambda v: f"{v:.4f}"),
+                  markup=False)
+    work = Path(args.work_dir)
+    console.print(f"results: {work / 'results.csv'}, verdict: {work / 'verdict.json'}")
+    if verdict.decision == "switch":
+        console.print(f"export the verdict's loss: autoloss export {args.work_dir} -o DIR")
+    # The verdict is the last thing printed: it is the answer the search exists to give.
+    console.print(summary_text(study, verdict), markup=False)
     return 0
 
 
@@ -108,7 +121,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autoloss.export import (export_trainer, install_into_nnunet, resolve_source, supports_ext_trainer,
                                  usage_lines)
 
-    src = resolve_source(args.source, args.param, args.study_name)
+    src = resolve_source(args.source, args.param, args.study_name, trial=args.trial)
     path = export_trainer(src.spec, args.output, name=args.name, provenance=src.provenance, epochs=args.epochs,
                           iterations_per_epoch=args.iterations_per_epoch, force=args.force)
     print(f"wrote {path} ({src.spec.describe()})")
@@ -182,7 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--iterations-per-epoch", type=int, default=250)
     p.add_argument("--val-iterations", type=int, default=50, help="pseudo-Dice iterations per epoch")
-    p.add_argument("--folds", type=int, nargs="+", default=[0])
+    p.add_argument("--folds", type=int, nargs="+", default=[0], help="screening fold(s) (default 0)")
+    p.add_argument("--confirm-folds", type=int, nargs="+", default=None,
+                   help="folds for the confirmation (default: the first 2 folds the screening did not use)")
+    p.add_argument("--confirm-top", type=int, default=2, help="screening candidates confirmed (default 2)")
+    p.add_argument("--confirm-epochs", type=int, default=None,
+                   help="epochs of a confirmation training (default: the screening's --epochs)")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="screening only: the verdict can then only be keep or inconclusive")
     p.add_argument("--max-cases", type=int, default=None, help="search on the first M cases only")
     p.add_argument("--metric", default="dice", choices=["dice", "nsd", "dice+nsd"])
     p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
@@ -211,13 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda a: _demo(a))
 
     p = sub.add_parser("export", help="write a LossSpec as an nnU-Net v2 trainer file (for nnUNet_extTrainer)",
-                       description="SOURCE: a search work directory (its best trial), a LossSpec JSON file, a storage "
-                                   "URL with --study-name, or a loss name with --param NAME=VALUE.")
+                       description="SOURCE: a search work directory (the verdict's loss; nothing when the verdict is "
+                                   "keep or inconclusive, unless --trial N), a LossSpec JSON file, a storage URL with "
+                                   "--study-name, or a loss name with --param NAME=VALUE.")
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("-o", "--output", required=True, help="folder for the trainer file (nnUNet_extTrainer)")
     p.add_argument("--name", help="trainer is nnUNetTrainer_autoloss_<NAME> (default: the loss name)")
     p.add_argument("--param", action="append", default=[], help="NAME=VALUE, with a loss name as SOURCE")
     p.add_argument("--study-name", help="with a storage URL, or to pick a study in a work directory")
+    p.add_argument("--trial", type=int, help="export this trial's loss even though the verdict did not pick it "
+                                             "(the file records that it was not the verdict)")
     p.add_argument("--epochs", type=int, help="training epochs (default: nnU-Net's 1000)")
     p.add_argument("--iterations-per-epoch", type=int, help="default: nnU-Net's 250")
     p.add_argument("--dataset", help="dataset to put in the printed commands")

@@ -16,7 +16,12 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 3, iterations: int =
     from autoloss.fingerprint import compute_fingerprint, fingerprint_table
     from autoloss.nnunet.run import Fidelity
     from autoloss.prior import recommend_from_fingerprint
-    from autoloss.report import baseline_comparison, recommendation_table, search_progress
+    from autoloss.errors import AutolossError
+    from autoloss.report import recommendation_table, search_progress
+    from autoloss.search.results import summary_text
+    from autoloss.search.verdict import compute_verdict
+    from autoloss.search.confirm import ConfirmSettings
+    from autoloss.search.records import screening_trials
     from autoloss.search.runner import SearchConfig, run_search
     from autoloss.synthetic import make_synthetic_dataset
 
@@ -40,12 +45,21 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 3, iterations: int =
     cfg = SearchConfig(dataset=str(folder), budget=budget, work_dir=work_dir / "search", device="cpu",
                        fidelity=Fidelity(configuration="2d", epochs=epochs, iterations_per_epoch=iterations,
                                          val_iterations_per_epoch=2),
-                       pruner="none", prior_top=max(1, budget - 1))
+                       pruner="none", prior_top=max(1, budget - 1), confirm=ConfirmSettings(top=1))
     with search_progress(console, budget) as progress:
         study = run_search(cfg, progress=progress, log=console.print)
-    console.print(baseline_comparison(study))
+    verdict = compute_verdict(study)
+    console.print(summary_text(study, verdict), markup=False)
     console.rule("5. autoloss export")
-    src = resolve_source(str(work_dir / "search"))
+    try:
+        src = resolve_source(str(work_dir / "search"))
+    except AutolossError as exc:
+        # The expected outcome at a demo's fidelity: export refuses what the evidence does not support. Show the
+        # explicit override, which the trainer file records as not the verdict's choice.
+        console.print(f"autoloss export {work_dir / 'search'}: {exc}", markup=False)
+        best = max(screening_trials(study), key=lambda t: (t.value, -t.number))
+        console.print(f"exporting screening trial {best.number} anyway with --trial {best.number} (for the demo)")
+        src = resolve_source(str(work_dir / "search"), trial=best.number)
     path = export_trainer(src.spec, work_dir / "trainers", provenance=src.provenance, force=True)
     console.print(f"wrote {path}")
     for line in usage_lines(path, "990"):

@@ -46,8 +46,13 @@ class ExportSource:
     provenance: dict[str, Any]
 
 
-def resolve_source(source: str, params: list[str] | None = None, study_name: str | None = None) -> ExportSource:
-    """SOURCE is a search work directory, a LossSpec JSON file, a storage URL (+ study name) or a loss name."""
+def resolve_source(source: str, params: list[str] | None = None, study_name: str | None = None,
+                   trial: int | None = None) -> ExportSource:
+    """SOURCE is a search work directory, a LossSpec JSON file, a storage URL (+ study name) or a loss name.
+
+    From a search (work directory or storage) the export follows the verdict: the `switch` loss, or an error when
+    the verdict is `keep` or `inconclusive`; ``trial`` exports that trial's loss anyway, recorded as not the
+    verdict's choice."""
     path = Path(source)
     if path.is_dir():
         info = path / "study.json"
@@ -55,7 +60,7 @@ def resolve_source(source: str, params: list[str] | None = None, study_name: str
             raise AutolossError(f"{path}: not an autoloss search directory (no study.json); "
                                 "give a work directory, a LossSpec JSON file or a loss name")
         meta = json.loads(info.read_text())
-        return _from_study(meta.get("storage"), study_name or meta["study_name"], path)
+        return _from_study(meta.get("storage"), study_name or meta["study_name"], path, trial)
     if path.suffix == ".json":
         if not path.exists():
             raise AutolossError(f"{path}: no such LossSpec file")
@@ -64,7 +69,9 @@ def resolve_source(source: str, params: list[str] | None = None, study_name: str
     if "://" in source or source.endswith((".journal", ".log")):
         if not study_name:
             raise AutolossError("exporting from a storage URL needs --study-name")
-        return _from_study(source, study_name, Path("."))
+        return _from_study(source, study_name, Path("."), trial)
+    if trial is not None:
+        raise AutolossError("--trial needs a search work directory or a storage URL as SOURCE")
     return ExportSource(LossSpec(source, _parse_params(params or [])), {"source": "command line"})
 
 
@@ -88,25 +95,40 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-def _from_study(storage_url: str | None, study_name: str, work_dir: Path) -> ExportSource:
+def _from_study(storage_url: str | None, study_name: str, work_dir: Path, trial: int | None) -> ExportSource:
     import optuna
 
-    from autoloss.report import best_and_baseline
+    from autoloss.search import records as rec
     from autoloss.search.study import make_storage
+    from autoloss.search.verdict import compute_verdict
 
     try:
         study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, work_dir))
     except KeyError:
         raise AutolossError(f"no study named {study_name!r} in {storage_url or work_dir / 'study.journal'}") from None
-    best, base = best_and_baseline(study)
-    if best is None:
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
         raise AutolossError(f"study {study_name!r} has no completed trial yet: run or resume `autoloss search` first")
-    settings = study.user_attrs.get("autoloss_settings", {})
-    return ExportSource(LossSpec.from_dict(best.user_attrs["autoloss_spec"]), {
-        "dataset": settings.get("dataset"), "study": study_name, "trial": best.number,
-        "objective": settings.get("objective"), "value": best.value,
-        "baseline_value": base.value if base else None, "metrics": best.user_attrs.get("metrics"),
-        "fidelity": settings.get("fidelity")})
+    verdict = compute_verdict(study)
+    settings = study.user_attrs.get(rec.SETTINGS, {})
+    provenance = {"dataset": settings.get("dataset"), "study": study_name, "objective": settings.get("objective"),
+                  "fidelity": settings.get("fidelity"), "verdict": verdict.decision,
+                  "verdict_message": verdict.message}
+    if trial is None:
+        if verdict.decision != "switch":
+            raise AutolossError(f"nothing exported: the verdict is {verdict.decision.upper()} ({verdict.message}) "
+                                "Use --trial N to export a trial anyway.")
+        c = verdict.comparison.overall
+        return ExportSource(verdict.loss, provenance | {"chosen_by": "verdict", "gain": c.mean_gain,
+                                                        "ci": list(c.ci), "p_value": c.p_value, "cases": c.cases})
+    chosen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
+    if chosen is None or rec.spec_of(chosen) is None:
+        raise AutolossError(f"study {study_name!r} has no trial {trial} (see results.csv for trial numbers)")
+    spec = rec.spec_of(chosen)
+    note = "the verdict's loss" if verdict.decision == "switch" and spec == verdict.loss else \
+        f"chosen with --trial {trial}, NOT the verdict's choice (verdict: {verdict.decision})"
+    return ExportSource(spec, provenance | {"chosen_by": note, "trial": trial, "value": chosen.value,
+                                            "metrics": chosen.user_attrs.get(rec.METRICS)})
 
 
 def supports_ext_trainer() -> bool:

@@ -12,7 +12,9 @@ import pytest
 
 from autoloss.errors import AutolossError
 from autoloss.nnunet.run import Fidelity
+from autoloss.search import records as rec
 from autoloss.search import study as studies
+from autoloss.search.confirm import ConfirmSettings
 from autoloss.search.runner import SearchConfig, run_search
 from conftest import HIPPO, MAX_CASES, TINY
 
@@ -21,13 +23,17 @@ pytestmark = pytest.mark.slow
 
 def config(work, **kw) -> SearchConfig:
     base = dict(dataset=str(HIPPO), budget=4, fidelity=Fidelity(**TINY), work_dir=work, device="cpu",
-                max_cases=MAX_CASES, pruner="none", seed=0, workers=2)
+                max_cases=MAX_CASES, pruner="none", seed=0, workers=2, confirm=ConfirmSettings(enabled=False))
     base.update(kw)
     return SearchConfig(**base)
 
 
 def test_two_workers_overlap_and_fill_the_same_study(search_work_dir):
-    study = run_search(config(search_work_dir), log=lambda s: None)
+    # the confirmation stage runs through Ray like the screening (one candidate, one fold: 2 trainings)
+    study = run_search(config(search_work_dir, confirm=ConfirmSettings(top=1, num_folds=1)), log=lambda s: None)
+    confirmed = rec.confirmation_trials(study)
+    assert sorted(t.user_attrs[rec.SPEC]["name"] == "DiceCE" for t in confirmed) == [False, True]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs[rec.FOLD] == 1 for t in confirmed)
     done = studies.counted(study)
     assert len(done) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in done), \
         [(t.number, t.state, t.user_attrs.get("reason")) for t in done]

@@ -14,6 +14,7 @@ import pytest
 from autoloss.errors import AutolossError
 from autoloss.nnunet.run import Fidelity
 from autoloss.search import study as studies
+from autoloss.search.confirm import ConfirmSettings
 from autoloss.search.runner import SearchConfig, run_search
 from autoloss.spec import LossSpec
 from conftest import HIPPO, MAX_CASES, TINY
@@ -22,8 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 def config(work, **kw) -> SearchConfig:
+    # screening mechanics only; the confirmation stage has its own tests (test_search_confirm.py)
     base = dict(dataset=str(HIPPO), budget=3, fidelity=Fidelity(**TINY), work_dir=work, device="cpu",
-                max_cases=MAX_CASES, pruner="none", seed=0)
+                max_cases=MAX_CASES, pruner="none", seed=0, confirm=ConfirmSettings(enabled=False))
     base.update(kw)
     return SearchConfig(**base)
 
@@ -46,6 +48,8 @@ def test_search_runs_prior_first_saves_results_and_resumes(search_work_dir):
     for name in ("results.csv", "results.md", "best_loss.json", "summary.txt", "study.journal"):
         assert (search_work_dir / name).exists(), name
     assert "Dice+CE" in (search_work_dir / "summary.txt").read_text()
+    verdict = json.loads((search_work_dir / "best_loss.json").read_text())["verdict"]
+    assert verdict["decision"] in ("keep", "inconclusive")  # screening only: never switch
 
     # Re-running with a larger budget resumes: the prior is not enqueued again and nothing is repeated.
     study = run_search(config(search_work_dir, budget=5), log=lambda s: None)
@@ -66,7 +70,7 @@ def test_resume_with_other_settings_is_refused(search_work_dir):
 def test_killed_search_resumes_without_repeating_a_finished_trial(search_work_dir):
     cmd = [sys.executable, "-m", "autoloss", "search", str(HIPPO), "--budget", "2", "--max-cases", str(MAX_CASES),
            "--config", "2d", "--epochs", "2", "--iterations-per-epoch", "4", "--val-iterations", "1",
-           "--device", "cpu", "--pruner", "none", "--work-dir", str(search_work_dir)]
+           "--device", "cpu", "--pruner", "none", "--no-confirm", "--work-dir", str(search_work_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     results = search_work_dir / "results.csv"
     deadline = time.time() + 300
@@ -113,8 +117,11 @@ def test_rdb_storage_url_and_export_from_it(search_work_dir, tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     study = run_search(config(search_work_dir, budget=1, storage=url, study_name="rdb"), log=lambda s: None)
     assert len(studies.counted(study)) == 1
-    src = resolve_source(url, study_name="rdb")
-    assert src.spec.name == "DiceCE" and src.provenance["study"] == "rdb"
+    # the verdict of a Dice+CE-only screening is keep: export refuses, --trial exports it anyway
+    with pytest.raises(AutolossError, match="verdict is KEEP"):
+        resolve_source(url, study_name="rdb")
+    src = resolve_source(url, study_name="rdb", trial=0)
+    assert src.spec.name == "DiceCE" and src.provenance["study"] == "rdb" and "NOT" in src.provenance["chosen_by"]
 
 
 def test_users_own_preprocessing_is_reused(hippo_prepared, tmp_path):

@@ -9,10 +9,10 @@ Modules: ``base`` (shared inputs and reductions), ``distribution`` (CE, WCE, Top
 (exact EDT on the device), ``compound`` (the weighted, scheduled sum every loss is, and ELL), ``registry``.
 """
 from autoloss.losses.compound import AutolossLoss, CompoundLoss
-from autoloss.losses.registry import (LOSS_NAMES, REGISTRY, TERMS, LossDef, ParamDef, TermDef, build_loss,
-                                      format_loss_table, get_loss_def, list_losses, validate_spec)
+from autoloss.losses.registry import (BASELINE_LOSS, LOSS_NAMES, REGISTRY, TERMS, LossDef, ParamDef, TermDef, build_loss,
+                                      baseline_spec, format_loss_table, get_loss_def, list_losses, validate_spec)
 
 __all__ = [
-    "AutolossLoss", "CompoundLoss", "LOSS_NAMES", "REGISTRY", "TERMS", "LossDef", "ParamDef", "TermDef",
+    "AutolossLoss", "BASELINE_LOSS", "CompoundLoss", "baseline_spec", "LOSS_NAMES", "REGISTRY", "TERMS", "LossDef", "ParamDef", "TermDef",
     "build_loss", "format_loss_table", "get_loss_def", "list_losses", "validate_spec",
 ]

@@ -232,6 +232,13 @@ _LOSSES: tuple[LossDef, ...] = (
 )
 REGISTRY: dict[str, LossDef] = {d.name: d for d in _LOSSES}
 LOSS_NAMES: tuple[str, ...] = tuple(REGISTRY)
+# nnU-Net's default loss: every search trains it at the same fidelity and every verdict is measured against it.
+BASELINE_LOSS = "DiceCE"
+
+
+def baseline_spec() -> LossSpec:
+    """The Dice+CE baseline exactly as nnU-Net trains it (registry defaults, no schedule)."""
+    return LossSpec(BASELINE_LOSS)
 
 
 def list_losses() -> list[LossDef]:

@@ -45,6 +45,9 @@ class PreparedDataset:
     def load_dataset_json(self) -> dict:
         return json.loads((self.preprocessed_dir / "dataset.json").read_text())
 
+    def num_folds(self) -> int:
+        return len(json.loads((self.preprocessed_dir / "splits_final.json").read_text()))
+
     def split(self, fold: int) -> tuple[list[str], list[str]]:
         splits = json.loads((self.preprocessed_dir / "splits_final.json").read_text())
         if fold >= len(splits):

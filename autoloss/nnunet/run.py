@@ -52,7 +52,18 @@ def trainer_class(spec: LossSpec, fidelity: Fidelity | None = None, name: str | 
 
 
 def objective_value(summary: dict, objective: str) -> float:
-    mean = summary["mean"]
+    """The search objective from a summary ({class: {metric: mean}, "mean": {metric: mean over classes}})."""
+    return _combine(summary["mean"], objective)
+
+
+def case_objective(case: dict[str, dict[str, float]], objective: str) -> float:
+    """The objective of ONE validation case ({class: {metric: value}}): metrics averaged over the classes that
+    are present (NaN: absent from reference and prediction), then combined like :func:`objective_value`."""
+    means = {m: _nanmean([v.get(m, float("nan")) for v in case.values()]) for m in ("dice", "nsd")}
+    return _combine(means, objective)
+
+
+def _combine(mean: dict[str, float], objective: str) -> float:
     if objective == "dice":
         return mean["dice"]
     if objective == "nsd":
@@ -60,13 +71,37 @@ def objective_value(summary: dict, objective: str) -> float:
     return (mean["dice"] + mean["nsd"]) / 2.0
 
 
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if v == v]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """The seed of one training: a pure function of (seed, fold), so a re-run of a spec on a fold starts alike."""
+    return (int(seed) * 1_000_003 + int(fold) * 7_919) % (2 ** 31)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) before a training. What stays nondeterministic: nnU-Net's
+    multi-process data augmentation (its workers draw their own seeds unless nnUNet_n_proc_DA=0), cuDNN's
+    autotuned kernels on GPU, and float reductions in threaded kernels."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
 def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, trial_dir: Path,
               device: str = "cpu", epoch_callback: Callable[[int, float], None] | None = None,
-              log: Callable[[str], None] = lambda s: None) -> dict:
+              log: Callable[[str], None] = lambda s: None, seed: int | None = None) -> dict:
     """Train and validate ``spec`` on every fold of ``fidelity``; return metrics and timings (JSON-able).
 
     ``epoch_callback(step, pseudo_dice)`` is called after every epoch (step counts across folds); it may raise
-    (e.g. optuna.TrialPruned) to stop the trial. A NaN/inf loss raises ``LossDiverged``.
+    (e.g. optuna.TrialPruned) to stop the trial. A NaN/inf loss raises ``LossDiverged``. ``seed``: each fold's
+    training is seeded with ``fold_seed(seed, fold)`` (None: not seeded).
     """
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +111,8 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
     # nnU-Net prints a lot per epoch; it goes to the trial's log instead of over the search's progress display.
     with open(trial_dir / "nnunet_stdout.log", "a") as out, contextlib.redirect_stdout(out):
         for i, fold in enumerate(fidelity.folds):
+            if seed is not None:
+                seed_everything(fold_seed(seed, fold))
             fold_result = _train_and_validate(cls, i, fold, prepared, fidelity, trial_dir, device, epoch_callback)
             per_fold.append(fold_result)
             steps += fold_result.pop("step_seconds")
@@ -85,6 +122,7 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
     total = time.perf_counter() - start
     result = {
         "spec": spec.to_dict(),
+        "seed": seed,
         "metrics": summary,
         "folds": per_fold,
         "epochs_run": epochs_run,

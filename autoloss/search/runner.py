@@ -12,15 +12,20 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import optuna
 
 from autoloss.errors import AutolossError
+from autoloss.losses import baseline_spec
 from autoloss.nnunet.run import OBJECTIVES, Fidelity
-from autoloss.report import save_results
+from autoloss.search import confirm
+from autoloss.search import records as rec
 from autoloss.search import study as studies
+from autoloss.search.confirm import ConfirmSettings
+from autoloss.search.results import save_results
 from autoloss.search.space import SearchSpace
 from autoloss.search.trial import TrialJob, TrialOutcome, execute
 from autoloss.spec import LossSpec
@@ -48,6 +53,7 @@ class SearchConfig:
     cpus_per_trial: int | None = None
     retry_failed: bool = False
     preprocess_processes: int | None = None
+    confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
 
 
 class LocalExecutor:
@@ -79,13 +85,16 @@ def _default_device() -> str:
 
 
 def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
-    """Run (or resume) the search described by ``cfg``; returns the study."""
+    """Run (or resume) the search described by ``cfg``: screening, then confirmation; returns the study. The
+    verdict is in the work directory (``verdict.json``, ``best_loss.json``) and from ``compute_verdict(study)``."""
     from autoloss.nnunet import env
 
     if cfg.objective not in OBJECTIVES:
         raise AutolossError(f"unknown metric {cfg.objective!r}; use one of {', '.join(OBJECTIVES)}")
     if cfg.budget < 1:
         raise AutolossError("--budget must be at least 1")
+    if cfg.confirm.top < 1 or cfg.confirm.num_folds < 1:
+        raise AutolossError("--confirm-top and the number of confirmation folds must be at least 1")
     work_dir = Path(cfg.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     env.configure(work_dir, processes=cfg.preprocess_processes)
@@ -107,8 +116,9 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
         fp_file.write_text(json.dumps(fp, indent=2))
     # The Dice+CE baseline goes first: every search, however small its budget, trains it at the same fidelity
     # so the winner is compared with nnU-Net's default, not with nothing.
-    picks = [r.spec for r in recommend_from_fingerprint(fp) if r.spec.name in space.losses and r.spec.name != "DiceCE"]
-    prior = [LossSpec("DiceCE")] + picks[: max(0, cfg.prior_top - 1)]
+    baseline = baseline_spec()
+    picks = [r.spec for r in recommend_from_fingerprint(fp) if r.spec.name in space.losses and r.spec != baseline]
+    prior = [baseline] + picks[: max(0, cfg.prior_top - 1)]
 
     log(f"nnU-Net planning/preprocessing (once per study; log: {work_dir / 'nnunet_prepare.log'})")
     with open(work_dir / "nnunet_prepare.log", "a") as out, contextlib.redirect_stdout(out):
@@ -116,6 +126,9 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
                            num_processes=int(os.environ["nnUNet_def_n_proc"]), log=log)
     for fold in cfg.fidelity.folds:
         prepared.split(fold)  # a clear error now, not inside every trial
+    confirm_folds = (confirm.confirmation_folds(prepared.num_folds(), cfg.fidelity.folds, cfg.confirm)
+                     if cfg.confirm.enabled else [])
+    _log_plan(cfg, confirm_folds, log)
     device = cfg.device or _default_device()
     study_name = cfg.study_name or f"autoloss_{prepared.dataset_name}_{cfg.fidelity.configuration}"
     settings = {"dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
@@ -132,19 +145,52 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
         log("prior enqueued: " + ", ".join(s.describe() for s in prior))
 
     executor = _make_executor(cfg, study, device)
-    start, pending = time.time(), {}
+    start = time.time()
+    job = partial(TrialJob, prepared=prepared, objective=cfg.objective, device=device, study_name=study_name,
+                  storage_url=cfg.storage, work_dir=str(work_dir), threads=getattr(executor, "threads", None))
+    try:
+        finished = _screen(cfg, study, space, executor, job, work_dir, start, progress)
+        if cfg.confirm.enabled and finished and not _out_of_time(cfg, start):
+            _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log)
+    finally:
+        executor.shutdown()
+    verdict = save_results(study, work_dir)
+    if cfg.confirm.enabled and not study.user_attrs.get(rec.CONFIRM_PLAN):
+        log("the screening did not finish (timeout or failures): no confirmation ran, so no switch verdict")
+    if verdict is not None and progress:
+        progress("verdict", 0, verdict, study)
+    return study
+
+
+def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
+    screening, confirmation, full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))
+    conf = (f" + {confirmation} confirmation trainings ({cfg.confirm.top} candidates and Dice+CE on fold(s) "
+            f"{', '.join(map(str, confirm_folds))}, {cfg.confirm.epochs or cfg.fidelity.epochs} epochs)"
+            if confirmation else " (no confirmation: the verdict can only be keep or inconclusive)")
+    log(f"planned: {screening} screening trainings (fold(s) {', '.join(map(str, cfg.fidelity.folds))}, "
+        f"{cfg.fidelity.epochs} x {cfg.fidelity.iterations_per_epoch} iterations){conf} = "
+        f"{full:.3g} x one full nnU-Net training (1000 x 250 iterations)")
+
+
+def _out_of_time(cfg: SearchConfig, start: float) -> bool:
+    return cfg.timeout is not None and time.time() - start > cfg.timeout
+
+
+def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool:
+    """The ask/tell loop over the screening budget; True when the budget is complete."""
+    pending: dict[int, optuna.Trial] = {}
     try:
         while True:
             finished = len(studies.counted(study))
-            out_of_time = cfg.timeout is not None and time.time() - start > cfg.timeout
-            while (len(pending) < executor.slots and finished + len(pending) < cfg.budget and not out_of_time):
+            while len(pending) < executor.slots and finished + len(pending) < cfg.budget \
+                    and not _out_of_time(cfg, start):
                 trial = study.ask()
                 spec = _spec_of(trial, space)
-                trial.set_user_attr("autoloss_spec", spec.to_dict())
-                job = TrialJob(trial.number, trial._trial_id, spec.to_dict(), prepared, cfg.fidelity, cfg.objective,
-                               str(work_dir / "trials" / f"trial_{trial.number:04d}"), device, study_name,
-                               cfg.storage, str(work_dir), threads=getattr(executor, "threads", None))
-                pending[executor.submit(job)] = trial
+                trial.set_user_attr(rec.SPEC, spec.to_dict())
+                seed = None if cfg.seed is None else cfg.seed * 10_007 + trial.number
+                pending[executor.submit(job(number=trial.number, trial_id=studies.trial_id(trial), spec=spec,
+                                            fidelity=cfg.fidelity, seed=seed,
+                                            trial_dir=str(work_dir / "trials" / f"trial_{trial.number:04d}")))] = trial
                 if progress:
                     progress("start", trial.number, spec, study)
             if not pending:
@@ -157,11 +203,38 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
                 save_results(study, work_dir)
     except KeyboardInterrupt:
         for trial in pending.values():
-            studies.requeue(study, study._storage.get_trial(trial._trial_id))
+            studies.requeue(study, trial)
         raise
-    finally:
-        executor.shutdown()
-    return study
+    return len(studies.counted(study)) >= cfg.budget
+
+
+def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log) -> None:
+    """Re-train the top candidates and Dice+CE on the confirmation folds; record each training as it ends."""
+    epochs = cfg.confirm.epochs or cfg.fidelity.epochs
+    plan = confirm.make_plan(study, folds, epochs, cfg.confirm.top)
+    todo = confirm.pending(study, plan)
+    names = ", ".join(LossSpec.from_dict(s).describe() for s in plan["candidates"]) or "none"
+    log(f"confirmation: Dice+CE and {names} on fold(s) {', '.join(map(str, folds))}: {len(todo)} training(s) to run")
+    pending: dict[int, tuple[LossSpec, int]] = {}
+    queue = list(enumerate(todo, 1))
+    while queue or pending:
+        while queue and len(pending) < executor.slots and not _out_of_time(cfg, start):
+            i, (spec, fold) = queue.pop(0)
+            number = -i  # driver-side id; confirmation trainings are no Optuna trials until recorded
+            fidelity = confirm.confirm_fidelity(cfg.fidelity, cfg.confirm, fold)
+            executor.submit(job(number=number, trial_id=None, spec=spec, fidelity=fidelity, seed=cfg.seed,
+                                trial_dir=str(work_dir / "trials" / f"confirm_{spec.key()}_fold{fold}")))
+            pending[number] = (spec, fold)
+            if progress:
+                progress("confirm-start", fold, spec, study)
+        if not pending:
+            break
+        for outcome in executor.wait():
+            spec, fold = pending.pop(outcome.number)
+            confirm.record(study, spec, fold, epochs, outcome, cfg.objective)
+            if progress:
+                progress("confirm-end", fold, outcome, study)
+            save_results(study, work_dir)
 
 
 def _make_executor(cfg: SearchConfig, study: optuna.Study, device: str):
@@ -177,19 +250,20 @@ def _spec_of(trial: optuna.Trial, space: SearchSpace) -> LossSpec:
     """The trial's LossSpec: the prior's exact spec for enqueued trials, else sampled from the space. The space's
     parameters are suggested in both cases so the sampler sees every trial the same way."""
     sampled = space.suggest(trial)
-    stored = trial.user_attrs.get("autoloss_spec")
+    stored = trial.user_attrs.get(rec.SPEC)
     return LossSpec.from_dict(stored) if stored else sampled
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bool) -> None:
     attrs = {"started": out.started, "ended": out.ended, "worker": out.worker, "cpu_seconds": out.cpu_seconds}
     if out.result:
+        attrs[rec.PER_CASE] = {str(f["fold"]): f["per_case"] for f in out.result["folds"]}
         attrs.update(metrics=out.result["metrics"], seconds=out.result["seconds"],
                      epochs_run=out.result["epochs_run"], step_seconds=out.result["step_seconds"],
                      validation_seconds=out.result["validation_seconds"],
                      overhead_seconds=out.result["overhead_seconds"])
     if out.reason:
-        attrs["reason"] = out.reason
+        attrs[rec.REASON] = out.reason
     for k, v in attrs.items():
         trial.set_user_attr(k, v)
     if out.state == "complete":
@@ -197,7 +271,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bo
     elif out.state == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     elif out.reason and out.reason.startswith("worker died") and retry:
-        studies.requeue(study, study._storage.get_trial(trial._trial_id))
+        studies.requeue(study, trial)
     else:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 

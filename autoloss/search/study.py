@@ -11,10 +11,9 @@ from pathlib import Path
 import optuna
 
 from autoloss.errors import AutolossError
+from autoloss.search.records import INTERRUPTED, PRIOR_FLAG, SETTINGS, SOURCE, SPEC, phase
 from autoloss.spec import LossSpec
 
-PRIOR_FLAG = "autoloss_prior_enqueued"
-SETTINGS = "autoloss_settings"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -72,15 +71,16 @@ def enqueue_prior(study: optuna.Study, space, specs: list[LossSpec]) -> int:
     if study.user_attrs.get(PRIOR_FLAG):
         return 0
     for spec in specs:
-        study.enqueue_trial(space.params_for(spec), user_attrs={"autoloss_spec": spec.to_dict(), "source": "prior"},
+        study.enqueue_trial(space.params_for(spec), user_attrs={SPEC: spec.to_dict(), SOURCE: "prior"},
                             skip_if_exists=True)
     study.set_user_attr(PRIOR_FLAG, True)
     return len(specs)
 
 
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count towards the budget: finished, and not interrupted by a kill or Ctrl-C."""
-    return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get("interrupted")]
+    """Screening trials that count towards the budget: finished, and not interrupted by a kill or Ctrl-C."""
+    return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
+            if not t.user_attrs.get(INTERRUPTED) and phase(t) == "screen"]
 
 
 def recover_interrupted(study: optuna.Study) -> int:
@@ -93,12 +93,24 @@ def recover_interrupted(study: optuna.Study) -> int:
     return n
 
 
-def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    storage, tid = study._storage, trial._trial_id
-    storage.set_trial_user_attr(tid, "interrupted", True)
+def trial_id(trial) -> int:
+    """Optuna's storage id of a trial. Optuna has no public accessor; workers need it to report to the trial."""
+    return trial._trial_id
+
+
+def storage_of(study: optuna.Study):
+    """The study's storage. Optuna has no public accessor; used only to mark a trial another process left running
+    (``requeue``), which no public call can do."""
+    return study._storage
+
+
+def requeue(study: optuna.Study, trial) -> None:
+    storage, tid = storage_of(study), trial_id(trial)
+    frozen = storage.get_trial(tid)
+    storage.set_trial_user_attr(tid, INTERRUPTED, True)
     storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
-    attrs = {k: v for k, v in trial.user_attrs.items() if k in ("autoloss_spec", "source")}
-    study.enqueue_trial(dict(trial.params) or _fixed_params(trial), user_attrs=attrs or None)
+    attrs = {k: v for k, v in frozen.user_attrs.items() if k in (SPEC, SOURCE)}
+    study.enqueue_trial(dict(frozen.params) or _fixed_params(frozen), user_attrs=attrs or None)
 
 
 def _fixed_params(trial: optuna.trial.FrozenTrial) -> dict:

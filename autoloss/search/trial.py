@@ -23,9 +23,12 @@ from autoloss.spec import LossSpec
 
 @dataclass
 class TrialJob:
-    number: int
-    trial_id: int
-    spec: dict
+    """One training to run. Screening jobs belong to an Optuna trial (``trial_id``: they report pseudo-Dice and
+    may be pruned); confirmation jobs have ``trial_id`` None, run to the end, and are recorded by the driver."""
+
+    number: int  # the Optuna trial number; confirmation jobs use negative numbers (driver-side bookkeeping)
+    trial_id: int | None
+    spec: LossSpec
     prepared: PreparedDataset
     fidelity: Fidelity
     objective: str
@@ -35,6 +38,7 @@ class TrialJob:
     storage_url: str | None  # None: the default journal file in work_dir
     work_dir: str
     threads: int | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -59,24 +63,26 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
 
     if job.threads:
         torch.set_num_threads(job.threads)
-    if study is None:
-        from autoloss.search.study import make_storage
+    report = None
+    if job.trial_id is not None:
+        if study is None:
+            from autoloss.search.study import make_storage
 
-        study = optuna.load_study(study_name=job.study_name,
-                                  storage=make_storage(job.storage_url, Path(job.work_dir)))
-    trial = optuna.trial.Trial(study, job.trial_id)
+            study = optuna.load_study(study_name=job.study_name,
+                                      storage=make_storage(job.storage_url, Path(job.work_dir)))
+        trial = optuna.trial.Trial(study, job.trial_id)
 
-    def report(step: int, dice: float) -> None:
-        trial.report(dice if dice == dice else 0.0, step)  # NaN pseudo-Dice (no foreground yet) counts as 0
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {step} (pseudo-Dice {dice:.4f})")
+        def report(step: int, dice: float) -> None:
+            trial.report(dice if dice == dice else 0.0, step)  # NaN pseudo-Dice (no foreground yet) counts as 0
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {step} (pseudo-Dice {dice:.4f})")
 
     out = TrialOutcome(job.number, job.trial_id, "fail", started=time.time(),
                        worker=f"{socket.gethostname()}:{os.getpid()}")
     cpu0 = time.process_time()
     try:
-        result = run_trial(LossSpec.from_dict(job.spec), job.prepared, job.fidelity, Path(job.trial_dir),
-                           device=job.device, epoch_callback=report)
+        result = run_trial(job.spec, job.prepared, job.fidelity, Path(job.trial_dir), device=job.device,
+                           epoch_callback=report, seed=job.seed)
         out.state, out.result = "complete", result
         out.value = objective_value(result["metrics"], job.objective)
         if out.value != out.value:  # NaN: the network predicted nothing anywhere

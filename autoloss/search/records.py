@@ -1,0 +1,88 @@
+"""What a search stores in its Optuna study, named once: trial attributes, study attributes and their readers.
+
+Screening trials are ordinary Optuna trials (asked, sampled, pruned). Confirmation trainings are recorded in the
+same study with ``study.add_trial`` once they finish, with no parameters (so the sampler never models them) and
+``phase = "confirm"``; one record per (loss, fold). A training killed before it finished leaves no record, so a
+resumed search runs exactly the missing ones.
+"""
+from __future__ import annotations
+
+import math
+
+import optuna
+
+from autoloss.losses import baseline_spec
+from autoloss.spec import LossSpec
+
+# trial user attributes
+SPEC = "autoloss_spec"  # the LossSpec as a dict
+SOURCE = "source"  # prior | sampler | memory | confirm | test
+PHASE = "phase"  # screen (default) | confirm
+FOLD = "fold"  # confirmation trials: the fold trained
+EPOCHS = "confirm_epochs"  # confirmation trials: the fidelity they were trained at
+METRICS = "metrics"  # per class {dice, nsd, ...} and "mean": the fold(s) summary
+PER_CASE = "per_case"  # {fold: {case: {class: {metric: value}}}}
+REASON = "reason"
+INTERRUPTED = "interrupted"
+# study user attributes
+SETTINGS = "autoloss_settings"
+PRIOR_FLAG = "autoloss_prior_enqueued"
+CONFIRM_PLAN = "autoloss_confirm_plan"  # {candidates: [spec], baseline: spec, folds: [int], epochs: int}
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+def phase(trial: optuna.trial.FrozenTrial) -> str:
+    return trial.user_attrs.get(PHASE, "screen")
+
+
+def spec_of(trial: optuna.trial.FrozenTrial) -> LossSpec | None:
+    data = trial.user_attrs.get(SPEC)
+    return LossSpec.from_dict(data) if data else None
+
+
+def is_baseline(spec: LossSpec | None) -> bool:
+    return spec is not None and spec == baseline_spec()
+
+
+def screening_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete screening trials with a finite objective."""
+    return [t for t in study.get_trials(deepcopy=False, states=(COMPLETE,))
+            if phase(t) == "screen" and t.value is not None and math.isfinite(t.value)]
+
+
+def baseline_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    return next((t for t in sorted(trials, key=lambda t: t.number) if is_baseline(spec_of(t))), None)
+
+
+def per_case(trial: optuna.trial.FrozenTrial) -> dict[str, dict]:
+    """Per-case metrics keyed "fold/case" (a case is validated once per fold; the key keeps folds apart)."""
+    return merge_folds(trial.user_attrs.get(PER_CASE) or {})
+
+
+def merge_folds(by_fold: dict) -> dict[str, dict]:
+    return {f"{fold}/{case}": m for fold, cases in by_fold.items() for case, m in cases.items()}
+
+
+def confirmation_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if phase(t) == "confirm"]
+
+
+def confirmation_results(study: optuna.Study, plan: dict) -> dict[str, dict]:
+    """{spec key: {fold: per-case metrics}} of the finished confirmation trainings at the plan's fidelity."""
+    out: dict[str, dict] = {}
+    for t in confirmation_trials(study):
+        if t.state != COMPLETE or t.user_attrs.get(EPOCHS) != plan["epochs"]:
+            continue
+        fold = int(t.user_attrs[FOLD])
+        if fold in plan["folds"]:
+            cases = (t.user_attrs.get(PER_CASE) or {}).get(str(fold), {})
+            out.setdefault(spec_of(t).key(), {})[fold] = cases
+    return out
+
+
+def done_confirmations(study: optuna.Study, epochs: int) -> set[tuple[str, int]]:
+    """(spec key, fold) of confirmation trainings already recorded at this fidelity, failed ones included (a
+    failure is a result: re-running it would fail again, and the verdict then says what is missing)."""
+    return {(spec_of(t).key(), int(t.user_attrs[FOLD])) for t in confirmation_trials(study)
+            if t.user_attrs.get(EPOCHS) == epochs}

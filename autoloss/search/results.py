@@ -1,0 +1,148 @@
+"""A search's results, written to its work directory after every trial (so an interrupted search loses nothing):
+
+- ``results.csv`` / ``results.md``: one row per trial, screening (ranked) then confirmation; confirmation rows of a
+  candidate carry its paired comparison with Dice+CE (gain, CI, p-value, cases);
+- ``verdict.json``: the verdict and every comparison, with the paired per-case values;
+- ``best_loss.json``: the LossSpec the verdict recommends (the switch loss, else Dice+CE) with the verdict and
+  provenance; ``summary.txt``: the verdict in words.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import optuna
+
+from autoloss.search import records as rec
+from autoloss.search.verdict import Verdict, compute_verdict
+from autoloss.spec import LossSpec
+
+
+def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
+    """One row per trial: screening trials ranked by objective, then confirmation trainings."""
+    import pandas as pd
+
+    comparisons = {c.spec.key(): c for c in (verdict.comparisons if verdict else [])}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get(rec.INTERRUPTED) or t.state == optuna.trial.TrialState.WAITING:
+            continue
+        spec = rec.spec_of(t)
+        m = t.user_attrs.get(rec.METRICS) or {}
+        confirm = rec.phase(t) == "confirm"
+        row = {"phase": rec.phase(t), "trial": t.number, "fold": t.user_attrs.get(rec.FOLD) if confirm else None,
+               "state": t.state.name.lower(), "loss": spec.describe() if spec else "?",
+               "source": t.user_attrs.get(rec.SOURCE, "sampler"),
+               "objective": t.value if t.state == rec.COMPLETE else None,
+               "dice": (m.get("mean") or {}).get("dice"), "nsd": (m.get("mean") or {}).get("nsd")}
+        cmp = comparisons.get(spec.key()) if (confirm and spec) else None
+        o = cmp.overall if cmp else None
+        row.update(gain=o.mean_gain if o else None, ci_low=o.ci[0] if o else None, ci_high=o.ci[1] if o else None,
+                   p_value=o.p_value if o else None, cases=o.cases if o else None)
+        for cls, vals in m.items():
+            if cls != "mean":
+                for metric, v in vals.items():
+                    row[f"{metric}_{cls}"] = v
+        row.update(epochs=t.user_attrs.get("epochs_run") or t.user_attrs.get(rec.EPOCHS),
+                   seconds=t.user_attrs.get("seconds"), overhead_s=t.user_attrs.get("overhead_seconds"),
+                   reason=t.user_attrs.get(rec.REASON))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df["_order"] = (df["phase"] == "confirm").astype(int)
+    df = df.sort_values(["_order", "objective", "trial"], ascending=[True, False, True], na_position="last")
+    df = df.drop(columns="_order").reset_index(drop=True)
+    screen = df["phase"] == "screen"
+    df.insert(0, "rank", [i + 1 if s else None for i, s in enumerate(screen)])
+    for col in ("rank", "fold", "cases", "epochs"):
+        df[col] = df[col].astype("Int64")  # integers with gaps, not floats
+    return df
+
+
+def recommended_spec(study: optuna.Study, verdict: Verdict) -> tuple[LossSpec, optuna.trial.FrozenTrial | None]:
+    """The loss the verdict recommends (the switch loss, else Dice+CE) and its best screening trial."""
+    from autoloss.losses import baseline_spec
+
+    spec = verdict.loss if verdict.decision == "switch" else baseline_spec()
+    trials = [t for t in rec.screening_trials(study) if rec.spec_of(t) == spec]
+    return spec, max(trials, key=lambda t: t.value) if trials else None
+
+
+def summary_text(study: optuna.Study, verdict: Verdict) -> str:
+    screened = rec.screening_trials(study)
+    lines = [f"verdict: {verdict.decision.upper()}", verdict.message]
+    if screened:
+        best = max(screened, key=lambda t: (t.value, -t.number))
+        base = rec.baseline_trial(screened)
+        lines.append(f"screening (selection only, not evidence): best {rec.spec_of(best).describe()} "
+                     f"{best.value:.4f}" + (f", Dice+CE {base.value:.4f}" if base else ", Dice+CE not finished"))
+    for c in verdict.comparisons:
+        o = c.overall
+        if o.cases:
+            lines.append(f"confirmation: {c.spec.describe()} vs Dice+CE: {100 * o.mean_gain:+.2f} points on "
+                         f"{o.cases} paired cases, CI [{100 * o.ci[0]:+.2f}, {100 * o.ci[1]:+.2f}], p={o.p_value:.3g}")
+    return "\n".join(lines)
+
+
+def save_results(study: optuna.Study, work_dir: str | Path) -> Verdict | None:
+    """Write every results file; returns the verdict (None before any trial finished)."""
+    work_dir = Path(work_dir)
+    verdict = compute_verdict(study)
+    df = trials_frame(study, verdict)
+    if df.empty:
+        return None
+    _write(work_dir / "results.csv", df.to_csv(index=False))
+    cols = [c for c in ("rank", "phase", "trial", "fold", "state", "loss", "objective", "dice", "nsd", "gain",
+                        "ci_low", "ci_high", "p_value", "cases", "seconds", "reason") if c in df.columns]
+    _write(work_dir / "results.md", _markdown(df[cols]))
+    _write(work_dir / "verdict.json", _dumps({"verdict": verdict.to_dict(),
+                                             "comparisons": [c.to_dict() for c in verdict.comparisons]}))
+    spec, trial = recommended_spec(study, verdict)
+    payload = spec.to_dict()
+    payload["verdict"] = verdict.to_dict()
+    payload["provenance"] = {"study": study.study_name, "trial": trial.number if trial else None,
+                             "objective": trial.value if trial else None,
+                             "metrics": trial.user_attrs.get(rec.METRICS) if trial else None,
+                             "settings": study.user_attrs.get(rec.SETTINGS)}
+    _write(work_dir / "best_loss.json", _dumps(payload))
+    _write(work_dir / "summary.txt", summary_text(study, verdict) + "\n")
+    return verdict
+
+
+def _markdown(df) -> str:
+    """A markdown table (pandas needs the optional `tabulate` for to_markdown; written by hand here)."""
+    import pandas as pd
+
+    def cell(v) -> str:
+        if v is None or pd.isna(v):
+            return ""
+        return f"{v:.4f}" if isinstance(v, float) else str(v).replace("|", "/")
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.astype(object).itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _dumps(obj) -> str:
+    # NaN is not JSON: write null so every reader (browsers, jq) can load the files.
+    return json.dumps(_clean(obj), indent=2)
+
+
+def _clean(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _write(path: Path, text: str) -> None:
+    # Write-then-rename: a reader (or a kill) never sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

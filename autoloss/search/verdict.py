@@ -1,0 +1,171 @@
+"""The verdict of a search: `switch`, `keep` (Dice+CE) or `inconclusive`, from paired per-case statistics.
+
+Only confirmation trainings count: the top candidates of the screening and Dice+CE re-trained on folds the
+screening never saw (``autoloss.search.confirm``), so picking the best of many noisy screening trials cannot
+inflate the gain (the winner's curse). Rules:
+
+- ``inconclusive`` when there is no confirmation (``--no-confirm``), it is unfinished, or it rests on fewer than
+  ``MIN_CASES`` paired cases; the message says how many cases a one-point gain would need;
+- ``switch`` when a candidate's paired gain on the objective has its confidence interval above zero and a
+  Wilcoxon p below alpha, both Bonferroni-corrected for the number of candidates confirmed, and it loses Dice
+  significantly on no class;
+- ``keep`` otherwise.
+A screening-only search can say ``keep`` (Dice+CE was not beaten even on the selection fold) or
+``inconclusive``, never ``switch``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from autoloss.nnunet.run import case_objective
+from autoloss.search import records as rec
+from autoloss.search.stats import ALPHA, MIN_CASES, WORTHWHILE_GAIN, PairedComparison, paired_comparison
+from autoloss.spec import LossSpec
+
+DECISIONS = ("switch", "keep", "inconclusive")
+
+
+@dataclass
+class Comparison:
+    """One candidate against Dice+CE on the paired confirmation cases."""
+
+    spec: LossSpec
+    metric: str
+    overall: PairedComparison
+    per_class: dict[str, PairedComparison]
+    per_case: dict[str, dict[str, float]]  # "fold/case" -> {candidate, baseline} objective values
+
+    @property
+    def dice_losses(self) -> list[str]:
+        return [c for c, cmp in self.per_class.items() if cmp.significant_loss]
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.overall
+        return {"spec": self.spec.to_dict(), "describe": self.spec.describe(), "metric": self.metric,
+                "gain": o.mean_gain, "ci": list(o.ci), "p_value": o.p_value, "cases": o.cases,
+                "excluded": o.excluded, "mde": o.mde, "alpha": o.alpha, "per_case": self.per_case,
+                "per_class": {c: {"gain": v.mean_gain, "ci": list(v.ci), "p_value": v.p_value, "cases": v.cases}
+                              for c, v in self.per_class.items()}}
+
+
+@dataclass
+class Verdict:
+    decision: str
+    message: str
+    metric: str
+    loss: LossSpec | None = None  # the loss to switch to (switch only)
+    comparison: Comparison | None = None  # the deciding (or best) candidate
+    comparisons: list[Comparison] = field(default_factory=list)
+    needed_cases: int | None = None
+    confirm_folds: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.comparison
+        return {"decision": self.decision, "loss": self.loss.to_dict() if self.loss else None,
+                "describe": self.loss.describe() if self.loss else "Dice+CE (nnU-Net's default)",
+                "metric": self.metric, "gain": c.overall.mean_gain if c else None,
+                "ci": list(c.overall.ci) if c else None, "p_value": c.overall.p_value if c else None,
+                "cases": c.overall.cases if c else 0, "needed_cases": self.needed_cases,
+                "candidate": c.spec.to_dict() if c else None,
+                "dice_change": {k: v.mean_gain for k, v in c.per_class.items()} if c else {},
+                "confirm_folds": self.confirm_folds, "message": self.message}
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _ci_text(cmp: PairedComparison) -> str:
+    level = round(100 * (1 - cmp.alpha), 1)
+    return f"{level:g} % CI {_pts(cmp.ci[0])} to {_pts(cmp.ci[1])}, Wilcoxon p={cmp.p_value:.3g}"
+
+
+def compare(candidate: dict[str, dict], baseline: dict[str, dict], metric: str, spec: LossSpec,
+            alpha: float = ALPHA) -> Comparison:
+    """Pair two per-case metric tables ("fold/case" -> class -> metric -> value) on ``metric`` and on Dice."""
+    cand_obj = {k: case_objective(v, metric) for k, v in candidate.items()}
+    base_obj = {k: case_objective(v, metric) for k, v in baseline.items()}
+    overall = paired_comparison(cand_obj, base_obj, alpha=alpha)
+    classes = sorted({c for v in list(candidate.values()) + list(baseline.values()) for c in v})
+    per_class = {c: paired_comparison({k: v.get(c, {}).get("dice") for k, v in candidate.items()},
+                                      {k: v.get(c, {}).get("dice") for k, v in baseline.items()})
+                 for c in classes}
+    pairs = {k: {"candidate": cand_obj[k], "baseline": base_obj[k]} for k in sorted(set(cand_obj) & set(base_obj))}
+    return Comparison(spec, metric, overall, per_class, pairs)
+
+
+def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int]) -> Verdict:
+    """The decision from confirmation comparisons (already Bonferroni-corrected through their alpha)."""
+    folds = ",".join(map(str, confirm_folds))
+    if not comparisons:
+        return Verdict("inconclusive", "inconclusive: no confirmation result yet; keep Dice+CE until there is one.",
+                       metric, confirm_folds=confirm_folds)
+    best = max(comparisons, key=lambda c: (c.overall.significant_gain and not c.dice_losses,
+                                           c.overall.mean_gain if c.overall.cases else float("-inf")))
+    o = best.overall
+    needed = max(c.overall.needed_cases(WORTHWHILE_GAIN) for c in comparisons)
+    if o.cases < MIN_CASES:
+        msg = (f"inconclusive: only {o.cases} paired case(s) on confirmation fold(s) {folds}; about {needed} "
+               f"would be needed to detect a {100 * WORTHWHILE_GAIN:.0f}-point gain. Keep Dice+CE until then "
+               f"(best candidate {best.spec.describe()}: {_pts(o.mean_gain)} points"
+               + (f", {_ci_text(o)})." if o.cases >= 2 else ")."))
+        return Verdict("inconclusive", msg, metric, None, best, comparisons, needed, confirm_folds)
+    if o.significant_gain and not best.dice_losses:
+        dice = ", ".join(f"class {c} {_pts(v.mean_gain)}" for c, v in best.per_class.items())
+        msg = (f"switch to {best.spec.describe()}: {_pts(o.mean_gain)} {metric} points over Dice+CE on {o.cases} "
+               f"paired cases from fold(s) {folds}, never used to select it ({_ci_text(o)}); Dice per class: "
+               f"{dice}; no class loses Dice significantly.")
+        return Verdict("switch", msg, metric, best.spec, best, comparisons, None, confirm_folds)
+    why = (f"it gains {metric} but loses Dice significantly on class(es) {', '.join(best.dice_losses)}"
+           if o.significant_gain else f"the best, {best.spec.describe()}, is {_pts(o.mean_gain)} points "
+                                      f"({_ci_text(o)})")
+    mde = f"; the smallest gain these {o.cases} cases could detect is about {100 * o.mde:.1f} points" \
+        if o.mde == o.mde else ""
+    msg = f"keep Dice+CE: no candidate beat it on {o.cases} paired cases from fold(s) {folds}: {why}{mde}."
+    return Verdict("keep", msg, metric, None, best, comparisons, None, confirm_folds)
+
+
+def screening_verdict(study: optuna.Study, metric: str) -> Verdict:
+    """Without confirmation: `keep` when Dice+CE was not beaten even on the screening fold, else inconclusive."""
+    screened = rec.screening_trials(study)
+    base = rec.baseline_trial(screened)
+    if not screened or base is None:
+        return Verdict("inconclusive", "inconclusive: the Dice+CE baseline has not completed yet.", metric)
+    best = max(screened, key=lambda t: (t.value, -t.number))
+    spec = LossSpec.from_dict(best.user_attrs[rec.SPEC])
+    if best.number == base.number or best.value <= base.value:
+        return Verdict("keep", f"keep Dice+CE: no searched loss beat it even on the screening fold "
+                               f"({base.value:.4f}).", metric)
+    cmp = compare(rec.per_case(best), rec.per_case(base), metric, spec)
+    return Verdict("inconclusive", f"inconclusive: {spec.describe()} led the screening ({best.value:.4f} vs Dice+CE "
+                                   f"{base.value:.4f}), but that fold also selected it, so the gain is inflated; run "
+                                   "the confirmation (drop --no-confirm) before switching.",
+                   metric, None, cmp, [cmp])
+
+
+def compute_verdict(study: optuna.Study) -> Verdict:
+    """The study's verdict: from its confirmation plan and trials when it has one, else from the screening."""
+    settings = study.user_attrs.get(rec.SETTINGS, {})
+    metric = settings.get("objective", "dice")
+    plan = study.user_attrs.get(rec.CONFIRM_PLAN)
+    if not plan:
+        return screening_verdict(study, metric)
+    folds = list(plan["folds"])
+    by_key = rec.confirmation_results(study, plan)
+    base_key = LossSpec.from_dict(plan["baseline"]).key()
+    candidates = [LossSpec.from_dict(s) for s in plan["candidates"]]
+    missing = sum(1 for s in candidates + [LossSpec.from_dict(plan["baseline"])] for f in folds
+                  if f not in by_key.get(s.key(), {}))
+    alpha = ALPHA / max(1, len(candidates))  # Bonferroni over the candidates confirmed
+    base_cases = rec.merge_folds(by_key.get(base_key, {}))
+    comparisons = [compare(rec.merge_folds(by_key.get(s.key(), {})), base_cases, metric, s, alpha)
+                   for s in candidates]
+    verdict = decide(comparisons, metric, folds)
+    if missing and verdict.decision != "inconclusive":
+        verdict.decision, verdict.loss = "inconclusive", None
+        verdict.message = (f"inconclusive: the confirmation is unfinished or some of its trainings failed "
+                           f"({missing} missing); resume the search to complete it. So far: " + verdict.message)
+    return verdict

@@ -1,0 +1,128 @@
+"""Screen -> confirm -> verdict -> export, end to end with real nnU-Net trainings at a tiny CPU fidelity."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import optuna
+import pytest
+
+from autoloss.cli import main
+from autoloss.errors import AutolossError
+from autoloss.nnunet.run import Fidelity
+from autoloss.search import records as rec
+from autoloss.search import study as studies
+from autoloss.search.confirm import ConfirmSettings, confirmation_folds
+from autoloss.search.runner import SearchConfig, run_search
+from autoloss.search.verdict import compute_verdict
+from autoloss.spec import LossSpec
+from conftest import HIPPO, MAX_CASES, TINY
+
+pytestmark = pytest.mark.slow
+STUDY = "autoloss_Dataset103_Hippocampus_2d"
+
+
+def config(work, **kw) -> SearchConfig:
+    base = dict(dataset=str(HIPPO), budget=2, fidelity=Fidelity(**TINY), work_dir=work, device="cpu",
+                max_cases=MAX_CASES, pruner="none", seed=0, prior_top=2, confirm=ConfirmSettings(top=1))
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def load(work):
+    return optuna.load_study(study_name=STUDY, storage=studies.make_storage(None, work))
+
+
+def test_screen_confirm_verdict_and_export_follow_the_verdict(search_work_dir, tmp_path, capsys):
+    study = run_search(config(search_work_dir), log=lambda s: None)
+    assert len(studies.counted(study)) == 2  # the budget counts screening trials only
+    confirmed = rec.confirmation_trials(study)
+    # Dice+CE and the best distinct non-baseline screening candidate, each on folds 1 and 2 (never screened)
+    assert Counter((t.user_attrs[rec.SPEC]["name"] == "DiceCE", t.user_attrs[rec.FOLD]) for t in confirmed) == {
+        (True, 1): 1, (True, 2): 1, (False, 1): 1, (False, 2): 1}
+    assert all(t.params == {} and t.state == optuna.trial.TrialState.COMPLETE for t in confirmed)
+    assert all(t.user_attrs[rec.PER_CASE] for t in confirmed)
+
+    verdict = json.loads((search_work_dir / "best_loss.json").read_text())["verdict"]
+    # 6 cases in a 5-fold split: folds 1 and 2 hold 2 validation cases in all -> too few to tell
+    assert verdict["decision"] == "inconclusive" and verdict["cases"] == 2
+    assert set(verdict) >= {"decision", "loss", "gain", "ci", "p_value", "cases", "message"}
+    assert "would be needed" in verdict["message"]
+    full = json.loads((search_work_dir / "verdict.json").read_text())
+    assert len(full["comparisons"]) == 1 and len(full["comparisons"][0]["per_case"]) == 2
+    assert all(k.split("/")[0] in ("1", "2") for k in full["comparisons"][0]["per_case"])
+    csv = (search_work_dir / "results.csv").read_text()
+    assert {"phase", "fold", "gain", "ci_low", "ci_high", "p_value", "cases"} <= set(csv.splitlines()[0].split(","))
+    assert (search_work_dir / "summary.txt").read_text().startswith("verdict: INCONCLUSIVE")
+
+    # export follows the verdict: nothing written, one line, exit 2; --trial N exports that trial, marked
+    out = tmp_path / "trainers"
+    assert main(["export", str(search_work_dir), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "INCONCLUSIVE" in err and "--trial" in err
+    assert not out.exists()
+    assert main(["export", str(search_work_dir), "-o", str(out), "--trial", "1"]) == 0
+    text = next(out.glob("*.py")).read_text()
+    assert "NOT the verdict's choice" in text
+
+
+def test_a_a_search_never_switches(search_work_dir):
+    # The only candidate is Dice+CE itself under another spelling (its default CE weight written out): whatever
+    # the noise, the verdict must not be `switch`.
+    run_search(config(search_work_dir, budget=1, prior_top=1, confirm=ConfirmSettings(enabled=False)),
+               log=lambda s: None)
+    twin = LossSpec("DiceCE", {"ce.weight": 1.0})
+    load(search_work_dir).enqueue_trial({"loss": "DiceCE"}, user_attrs={rec.SPEC: twin.to_dict(), rec.SOURCE: "test"})
+    study = run_search(config(search_work_dir, budget=2, prior_top=1, confirm=ConfirmSettings(top=1)),
+                       log=lambda s: None)
+    verdict = compute_verdict(study)
+    assert verdict.comparisons and verdict.comparisons[0].spec == twin
+    assert verdict.decision != "switch", verdict.message
+
+
+def test_killed_confirmation_resumes_without_repeating_a_finished_training(search_work_dir):
+    cmd = [sys.executable, "-m", "autoloss", "search", str(HIPPO), "--budget", "2", "--max-cases", str(MAX_CASES),
+           "--config", "2d", "--epochs", "2", "--iterations-per-epoch", "4", "--val-iterations", "1",
+           "--device", "cpu", "--pruner", "none", "--prior-top", "2", "--confirm-top", "1",
+           "--work-dir", str(search_work_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results = search_work_dir / "results.csv"
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and "confirm" in results.read_text():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before a confirmation training was recorded"
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 mid-confirmation
+    proc.wait()
+    before = {(t.user_attrs[rec.SPEC]["name"], t.user_attrs[rec.FOLD], t.number)
+              for t in rec.confirmation_trials(load(search_work_dir))}
+    assert 1 <= len(before) < 4
+
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "verdict: INCONCLUSIVE" in out.stdout  # the verdict is the last thing the search prints
+    study = load(search_work_dir)
+    confirmed = rec.confirmation_trials(study)
+    keys = Counter((rec.spec_of(t).key(), t.user_attrs[rec.FOLD]) for t in confirmed)
+    assert len(keys) == 4 and set(keys.values()) == {1}  # every (loss, fold) exactly once
+    after = {(t.user_attrs[rec.SPEC]["name"], t.user_attrs[rec.FOLD], t.number) for t in confirmed}
+    assert before <= after  # the finished ones were kept, not re-run
+    assert len(studies.counted(study)) == 2
+
+
+def test_confirmation_folds_are_checked():
+    assert confirmation_folds(5, (0,), ConfirmSettings()) == [1, 2]
+    assert confirmation_folds(5, (1,), ConfirmSettings(num_folds=3)) == [0, 2, 3]
+    assert confirmation_folds(2, (0,), ConfirmSettings()) == [1]
+    with pytest.raises(AutolossError, match="never saw"):
+        confirmation_folds(5, (0,), ConfirmSettings(folds=(0, 1)))
+    with pytest.raises(AutolossError, match="folds 0..4"):
+        confirmation_folds(5, (0,), ConfirmSettings(folds=(7,)))
+    with pytest.raises(AutolossError, match="--no-confirm"):
+        confirmation_folds(1, (0,), ConfirmSettings())

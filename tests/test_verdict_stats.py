@@ -1,0 +1,148 @@
+"""Paired statistics and the verdict rules, against hand-computed cases and an A/A simulation (no training)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from scipy.stats import wilcoxon
+
+from autoloss.search import records as rec
+from autoloss.search.stats import MIN_CASES, paired_comparison
+from autoloss.search.verdict import compare, compute_verdict, decide
+from autoloss.spec import LossSpec
+
+CAND = LossSpec("DiceFocal", {"focal.gamma": 2.0})
+
+
+def test_known_differences_mean_ci_and_wilcoxon():
+    base = {f"c{i}": 0.5 for i in range(12)}
+    diffs = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.01, 0.02, 0.03, 0.04, 0.05, -0.01]
+    cand = {f"c{i}": 0.5 + d for i, d in enumerate(diffs)}
+    r = paired_comparison(cand, base)
+    assert r.cases == 12 and r.excluded == 0
+    assert r.mean_gain == pytest.approx(np.mean(diffs))
+    assert r.sd == pytest.approx(np.std(diffs, ddof=1))
+    assert r.p_value == pytest.approx(wilcoxon(diffs, zero_method="zsplit").pvalue)
+    assert 0 < r.ci[0] < r.mean_gain < r.ci[1]
+    assert r.significant_gain and not r.significant_loss
+    # minimum detectable effect: (z_0.975 + z_0.8) * sd / sqrt(n) = 2.8016 * sd / sqrt(12)
+    assert r.mde == pytest.approx(2.8016 * r.sd / math.sqrt(12), rel=1e-3)
+
+
+def test_bootstrap_is_seeded_and_only_common_finite_cases_are_paired():
+    cand = {"a": 0.9, "b": 0.8, "c": float("nan"), "d": 0.7, "only_cand": 0.1}
+    base = {"a": 0.8, "b": 0.8, "c": 0.5, "d": 0.6, "only_base": 0.9}
+    r = paired_comparison(cand, base)
+    assert r.cases == 3 and r.excluded == 3  # c (NaN), only_cand, only_base
+    assert r.mean_gain == pytest.approx((0.1 + 0.0 + 0.1) / 3)
+    assert paired_comparison(cand, base, seed=3).ci == paired_comparison(cand, base, seed=3).ci
+
+
+def test_ties_all_equal_and_single_case():
+    same = {f"c{i}": 0.7 for i in range(15)}
+    r = paired_comparison(same, dict(same))
+    assert r.cases == 15 and r.mean_gain == 0 and r.ci == (0.0, 0.0) and r.p_value == 1.0
+    assert not r.significant_gain and not r.significant_loss
+    one = paired_comparison({"x": 0.9}, {"x": 0.1})
+    assert one.cases == 1 and one.p_value == 1.0 and math.isnan(one.mde) and not one.significant_gain
+    none = paired_comparison({"x": float("nan")}, {"x": 0.3})
+    assert none.cases == 0 and none.excluded == 1 and not none.significant_gain
+    # ties among non-zero differences are ranked (average ranks), as scipy does
+    tied = paired_comparison({f"c{i}": 0.6 for i in range(10)}, {f"c{i}": 0.5 for i in range(10)})
+    assert tied.p_value < 0.01 and tied.ci == pytest.approx((0.1, 0.1))
+
+
+def test_needed_cases_grows_with_spread():
+    rng = np.random.default_rng(0)
+    narrow = paired_comparison({str(i): v for i, v in enumerate(rng.normal(0, 0.01, 20))}, {str(i): 0 for i in range(20)})
+    wide = paired_comparison({str(i): v for i, v in enumerate(rng.normal(0, 0.05, 20))}, {str(i): 0 for i in range(20)})
+    assert MIN_CASES <= narrow.needed_cases() < wide.needed_cases()
+    # n = ((1.96 + 0.8416) * sd / 0.01)^2
+    assert wide.needed_cases() == math.ceil((2.8016 * wide.sd / 0.01) ** 2) or \
+        abs(wide.needed_cases() - (2.8016 * wide.sd / 0.01) ** 2) < 2
+
+
+def _table(values: dict[str, float]) -> dict[str, dict]:
+    return {k: {"1": {"dice": v, "nsd": v}} for k, v in values.items()}
+
+
+def test_decide_switch_keep_inconclusive():
+    base = {f"0/c{i}": 0.70 + 0.01 * (i % 5) for i in range(20)}
+    better = {k: v + 0.03 + 0.002 * (i % 3) for i, (k, v) in enumerate(base.items())}
+    noise = {k: v + (0.004 if i % 2 else -0.004) for i, (k, v) in enumerate(base.items())}
+    switch = decide([compare(_table(better), _table(base), "dice", CAND)], "dice", [1, 2])
+    assert switch.decision == "switch" and switch.loss == CAND
+    assert switch.to_dict()["cases"] == 20 and switch.to_dict()["ci"][0] > 0
+    keep = decide([compare(_table(noise), _table(base), "dice", CAND)], "dice", [1, 2])
+    assert keep.decision == "keep" and keep.loss is None
+    few = {k: base[k] for k in list(base)[:6]}
+    inc = decide([compare(_table({k: better[k] for k in few}), _table(few), "dice", CAND)], "dice", [1, 2])
+    assert inc.decision == "inconclusive" and "would be needed" in inc.message and inc.needed_cases >= MIN_CASES
+
+
+def test_a_gain_that_costs_dice_on_a_class_is_not_a_switch():
+    base, cand = {}, {}
+    for i in range(20):
+        base[f"0/c{i}"] = {"1": {"dice": 0.6, "nsd": 0.5}, "2": {"dice": 0.8, "nsd": 0.5}}
+        # NSD objective up a lot, class 2 Dice down consistently
+        cand[f"0/c{i}"] = {"1": {"dice": 0.6, "nsd": 0.9}, "2": {"dice": 0.78 - 0.001 * (i % 4), "nsd": 0.9}}
+    v = decide([compare(cand, base, "nsd", CAND)], "nsd", [1])
+    assert v.decision == "keep" and "loses Dice significantly on class(es) 2" in v.message
+
+
+def test_a_a_false_switch_rate_is_at_most_5_percent():
+    # Candidate and baseline drawn from ONE distribution (per-case Dice with a shared case effect): any "switch"
+    # is a false positive. Two candidates per verdict, as in a default search (Bonferroni inside).
+    rng = np.random.default_rng(12345)
+    switches, runs = 0, 400
+    for _ in range(runs):
+        n = 24
+        case = rng.uniform(0.4, 0.9, n)
+        base = {f"1/c{i}": case[i] + rng.normal(0, 0.03) for i in range(n)}
+        comps = [compare(_table({f"1/c{i}": case[i] + rng.normal(0, 0.03) for i in range(n)}), _table(base),
+                         "dice", LossSpec("DiceTopK", {"topk.k": float(k)})) for k in (10, 20)]
+        switches += decide(comps, "dice", [1, 2]).decision == "switch"
+    assert switches / runs <= 0.05, f"false switch rate {switches / runs:.3f}"
+
+
+def _study_with(confirm_rows, screening=()):
+    study = optuna.create_study(direction="maximize")
+    for spec, value, per_case in screening:
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={rec.SPEC: spec.to_dict(),
+                                                                           rec.PER_CASE: per_case}))
+    for spec, fold, per_case in confirm_rows:
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={
+            rec.SPEC: spec.to_dict(), rec.PHASE: "confirm", rec.FOLD: fold, rec.EPOCHS: 2,
+            rec.PER_CASE: {str(fold): per_case}}))
+    return study
+
+
+def test_compute_verdict_reads_only_planned_confirmation_folds_and_flags_missing_trainings():
+    base_spec = LossSpec("DiceCE")
+    cases = {f"c{i}": {"1": {"dice": 0.5 + 0.01 * i, "nsd": 0.5}} for i in range(8)}
+    better = {k: {"1": {"dice": v["1"]["dice"] + 0.05, "nsd": 0.5}} for k, v in cases.items()}
+    rows = [(base_spec, 1, cases), (CAND, 1, better), (base_spec, 2, cases), (CAND, 2, better),
+            (CAND, 0, {k: {"1": {"dice": 0.0, "nsd": 0.0}} for k in cases})]  # fold 0 is not in the plan
+    study = _study_with(rows)
+    study.set_user_attr(rec.CONFIRM_PLAN, {"candidates": [CAND.to_dict()], "baseline": base_spec.to_dict(),
+                                           "folds": [1, 2], "epochs": 2})
+    v = compute_verdict(study)
+    assert v.decision == "switch" and v.comparison.overall.cases == 16
+    assert v.comparison.overall.mean_gain == pytest.approx(0.05)
+    # a planned training that never finished makes the verdict inconclusive, whatever the rest says
+    study.set_user_attr(rec.CONFIRM_PLAN, {"candidates": [CAND.to_dict()], "baseline": base_spec.to_dict(),
+                                           "folds": [1, 2, 3], "epochs": 2})
+    v = compute_verdict(study)
+    assert v.decision == "inconclusive" and "2 missing" in v.message
+
+
+def test_screening_alone_never_switches():
+    base_spec = LossSpec("DiceCE")
+    pc = {"0": {f"c{i}": {"1": {"dice": 0.5, "nsd": 0.5}} for i in range(30)}}
+    win = {"0": {f"c{i}": {"1": {"dice": 0.9, "nsd": 0.9}} for i in range(30)}}
+    study = _study_with([], screening=[(base_spec, 0.5, pc), (CAND, 0.9, win)])
+    assert compute_verdict(study).decision == "inconclusive"
+    study = _study_with([], screening=[(base_spec, 0.9, win), (CAND, 0.5, pc)])
+    assert compute_verdict(study).decision == "keep"
