@@ -126,3 +126,21 @@ def test_confirmation_folds_are_checked():
         confirmation_folds(5, (0,), ConfirmSettings(folds=(7,)))
     with pytest.raises(AutolossError, match="--no-confirm"):
         confirmation_folds(1, (0,), ConfirmSettings())
+
+
+def test_a_seeded_training_repeats_and_another_seed_differs(hippo_prepared, tmp_path, monkeypatch):
+    # Single-process augmentation (nnUNet_n_proc_DA=0): the seed fixes the batches, augmentations and weights.
+    from autoloss.nnunet import env
+    from autoloss.nnunet.prepare import prepare
+    from autoloss.dataset import read_dataset
+    from autoloss.nnunet.run import run_trial
+
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    env.configure(hippo_prepared, processes=2)
+    prepared = prepare(read_dataset(HIPPO, max_cases=MAX_CASES), "2d", hippo_prepared, max_cases=MAX_CASES,
+                       num_processes=2, log=lambda s: None)
+    fid = Fidelity(**(TINY | {"folds": (1,)}))
+    runs = [run_trial(LossSpec("DiceCE"), prepared, fid, tmp_path / f"r{i}", seed=s)["folds"][0]["curves"]
+            for i, s in enumerate((7, 7, 8))]
+    assert runs[0]["train_losses"] == runs[1]["train_losses"]
+    assert runs[0]["train_losses"] != runs[2]["train_losses"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -109,7 +110,10 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
     cls = trainer_class(spec, fidelity)
     per_fold, steps, validation_s, epochs_run = [], 0.0, 0.0, 0
     # nnU-Net prints a lot per epoch; it goes to the trial's log instead of over the search's progress display.
-    with open(trial_dir / "nnunet_stdout.log", "a") as out, contextlib.redirect_stdout(out):
+    with open(trial_dir / "nnunet_stdout.log", "a") as out, contextlib.redirect_stdout(out), \
+            warnings.catch_warnings():
+        # nnU-Net divides by zero in its pseudo-Dice while a class has no voxel yet: expected, not worth a warning
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nnunetv2\.")
         for i, fold in enumerate(fidelity.folds):
             if seed is not None:
                 seed_everything(fold_seed(seed, fold))
@@ -153,7 +157,9 @@ def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device,
             _stop_dataloaders(trainer)
         t0 = time.perf_counter()
         summary, per_case = validate(trainer, prepared, fidelity)
-        return {"fold": fold, "summary": summary, "per_case": per_case,
+        curves = {k: [float(v) for v in trainer.logger.get_value(k, step=None)]
+                  for k in ("mean_fg_dice", "train_losses", "val_losses")}
+        return {"fold": fold, "summary": summary, "per_case": per_case, "curves": curves,
                 "term_weights": {str(k): v for k, v in trainer.term_weight_history.items()},
                 "step_seconds": trainer.step_seconds, "validation_seconds": time.perf_counter() - t0,
                 "epochs_run": trainer.current_epoch}

@@ -164,7 +164,7 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
 
 def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
     screening, confirmation, full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))
-    conf = (f" + {confirmation} confirmation trainings ({cfg.confirm.top} candidates and Dice+CE on fold(s) "
+    conf = (f" + {confirmation} confirmation trainings ({cfg.confirm.top} candidate(s) and Dice+CE on fold(s) "
             f"{', '.join(map(str, confirm_folds))}, {cfg.confirm.epochs or cfg.fidelity.epochs} epochs)"
             if confirmation else " (no confirmation: the verdict can only be keep or inconclusive)")
     log(f"planned: {screening} screening trainings (fold(s) {', '.join(map(str, cfg.fidelity.folds))}, "
