@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import wilcoxon
 
 from autoloss.search import records as rec
-from autoloss.search.stats import MIN_CASES, paired_comparison
+from autoloss.search.stats import ALPHA, MIN_CASES, paired_comparison
 from autoloss.search.verdict import compare, compute_verdict, decide
 from autoloss.spec import LossSpec
 
@@ -102,7 +102,7 @@ def test_a_a_false_switch_rate_is_at_most_5_percent():
         case = rng.uniform(0.4, 0.9, n)
         base = {f"1/c{i}": case[i] + rng.normal(0, 0.03) for i in range(n)}
         comps = [compare(_table({f"1/c{i}": case[i] + rng.normal(0, 0.03) for i in range(n)}), _table(base),
-                         "dice", LossSpec("DiceTopK", {"topk.k": float(k)})) for k in (10, 20)]
+                         "dice", LossSpec("DiceTopK", {"topk.k": float(k)}), ALPHA / 2) for k in (10, 20)]
         switches += decide(comps, "dice", [1, 2]).decision == "switch"
     assert switches / runs <= 0.05, f"false switch rate {switches / runs:.3f}"
 

@@ -231,6 +231,9 @@ def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log) -
             break
         for outcome in executor.wait():
             spec, fold = pending.pop(outcome.number)
+            if cfg.retry_failed and (outcome.reason or "").startswith("worker died"):
+                queue.append((outcome.number * -1, (spec, fold)))  # not recorded: it runs again
+                continue
             confirm.record(study, spec, fold, epochs, outcome, cfg.objective)
             if progress:
                 progress("confirm-end", fold, outcome, study)
