@@ -145,7 +145,7 @@ def export_trainer(spec: LossSpec, out_dir: str | Path, *, name: str | None = No
     from autoloss.losses import validate_spec
 
     validate_spec(spec)
-    name = spec.name if name is None else name
+    name = spec.name.replace("+", "_") if name is None else name  # "DiceCE+clDice" -> a class-name part
     if not name.isidentifier():
         raise AutolossError(f"--name {name!r} is not a valid Python identifier (letters, digits, _; no leading digit)")
     out_dir = Path(out_dir).resolve()

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
+from autoloss.errors import AutolossError
 from autoloss.losses import LOSS_NAMES, build_loss, get_loss_def
 from autoloss.spec import LossSpec
 
@@ -110,6 +111,10 @@ def with_ignore(shape, seed=5):
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_ignore_label_respected(name, dim):
     shape = SHAPES[dim]
+    if not get_loss_def(name).supports_regions_and_ignore:  # loader-made targets need a plain label map
+        with pytest.raises(AutolossError, match="ignore label"):
+            make(name, ignore_label=C)
+        return
     target, ignored = with_ignore(shape)
     logits, _ = predictions(target.clamp_max(C - 1), C)
     other = torch.where(ignored, torch.randn(shape) * 5, logits)  # change the logits at ignored voxels only
@@ -137,6 +142,10 @@ def region_target(shape, ignore: bool, seed=6):
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_region_based_mode(name):
     shape = SHAPES["3d"]
+    if not get_loss_def(name).supports_regions_and_ignore:
+        with pytest.raises(AutolossError, match="region-based"):
+            make(name, region_based=True)
+        return
     target, _ = region_target(shape, ignore=False)
     g = torch.Generator().manual_seed(7)
     poor = torch.randn(shape, generator=g) * 2

@@ -84,6 +84,19 @@ class SegBatch:
                 self.labels = labels
                 self._regions = None
             self.mask = mask  # bool (B, 1, *spatial), True = voxel counts; None = every voxel counts
+        # Per-sample targets made in the data loader (name -> (B, 1, *spatial)); see :meth:`extra`.
+        self.extras: dict[str, Tensor] = {}
+
+    def extra(self, name: str) -> Tensor:
+        """The loader-made extra target ``name`` (``autoloss.losses.targets``), or, when the caller gave none,
+        the same target derived here from the labels on the CPU (correct, but slow inside a training loop)."""
+        if name not in self.extras:
+            if self.labels is None:
+                raise ValueError(f"the {name} target is made from a label map; region targets have none")
+            from autoloss.losses.targets import extra_target_from_batch
+
+            self.extras[name] = extra_target_from_batch(name, self.labels)
+        return self.extras[name]
 
     # ---- shapes and counts -------------------------------------------------------------------------------------
     @property

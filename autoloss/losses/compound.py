@@ -52,8 +52,11 @@ class AutolossLoss(nn.Module):
     """
 
     def __init__(self, terms: Mapping[str, SegLoss], weights: Mapping[str, float] | None = None, *, spec=None,
-                 region_based: bool = False, ignore_label: int | None = None):
+                 region_based: bool = False, ignore_label: int | None = None, extra_targets: tuple[str, ...] = ()):
         super().__init__()
+        # Names of the loader-made targets (autoloss.losses.targets) that arrive, in this order, as the channels
+        # of forward's ``extra``; without it the terms derive them from the label (slow CPU path).
+        self.extra_targets = tuple(extra_targets)
         self.terms = nn.ModuleDict(dict(terms))
         self.base_weights = {t: float((weights or {}).get(t, 1.0)) for t in self.terms}
         self.spec = spec
@@ -82,11 +85,17 @@ class AutolossLoss(nn.Module):
         """Current weight of every term: base weight times schedule factor."""
         return {t: w * self._factors.get(t, 1.0) for t, w in self.base_weights.items()}
 
-    def prepare(self, logits: Tensor, target: Tensor) -> SegBatch:
-        return SegBatch(logits, target, region_based=self.region_based, ignore_label=self.ignore_label)
+    def prepare(self, logits: Tensor, target: Tensor, extra: Tensor | None = None) -> SegBatch:
+        batch = SegBatch(logits, target, region_based=self.region_based, ignore_label=self.ignore_label)
+        if extra is not None:
+            if extra.shape[1] != len(self.extra_targets) or extra.shape[2:] != logits.shape[2:]:
+                raise ValueError(f"extra targets {tuple(extra.shape)} do not match {self.extra_targets} for logits "
+                                 f"{tuple(logits.shape)}")
+            batch.extras = {name: extra[:, i:i + 1] for i, name in enumerate(self.extra_targets)}
+        return batch
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        batch = self.prepare(logits, target)
+    def forward(self, logits: Tensor, target: Tensor, extra: Tensor | None = None) -> Tensor:
+        batch = self.prepare(logits, target, extra)
         total = None
         for name, w in self.weights.items():
             if w == 0.0:

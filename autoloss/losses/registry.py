@@ -18,9 +18,11 @@ from autoloss.losses.boundary import BoundaryLoss, HausdorffDTLoss
 from autoloss.losses.compound import AutolossLoss, ExpLogLoss
 from autoloss.losses.distribution import (CrossEntropyLoss, DistancePenalizedCELoss, FocalLoss, TopKLoss,
                                           WeightedCrossEntropyLoss)
+from autoloss.losses.instance import BlobLoss
 from autoloss.losses.lovasz import LovaszSoftmaxLoss
 from autoloss.losses.region import (AsymmetricLoss, DiceLoss, FocalTverskyLoss, GeneralizedDiceLoss, IoULoss,
                                     PenaltyGDiceLoss, SensitivitySpecificityLoss, TverskyLoss)
+from autoloss.losses.skeleton import ClDiceLoss, SkeletonRecallLoss
 from autoloss.spec import LossSpec
 
 
@@ -84,10 +86,17 @@ class TermDef:
     family: str
     description: str
     reference: str
+    # A per-sample target made from the label in the data loader (autoloss.losses.targets): such terms need a
+    # softmax label map, so they refuse region-based and ignore-label training.
+    extra_target: str | None = None
 
     @property
     def uses_distance_maps(self) -> bool:
         return self.name in ("bd", "hd", "dpce")
+
+    @property
+    def supports_regions_and_ignore(self) -> bool:
+        return self.extra_target is None
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,15 @@ class LossDef:
     @property
     def uses_distance_maps(self) -> bool:
         return any(TERMS[t].uses_distance_maps for t in self.terms)
+
+    @property
+    def extra_targets(self) -> tuple[str, ...]:
+        """Loader-made targets this loss needs, in the order the trainer appends them to the label."""
+        return tuple(dict.fromkeys(TERMS[t].extra_target for t in self.terms if TERMS[t].extra_target))
+
+    @property
+    def supports_regions_and_ignore(self) -> bool:
+        return all(TERMS[t].supports_regions_and_ignore for t in self.terms)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "terms": list(self.terms), "family": self.family,
@@ -187,6 +205,18 @@ _TERMS: tuple[TermDef, ...] = (
              ParamDef("gamma", float, 0.3, 0.05, 3.0, log=True, help="exponent of -ln Dice and -ln p")
              ) + _dice_params(), "compound", "exponential logarithmic loss (Dice and weighted CE)",
             "Wong et al., MICCAI 2018"),
+    TermDef("cldice", ClDiceLoss,
+            (ParamDef("iters", int, 3, 1, 10, help="soft-skeleton iterations: at least the largest radius in voxels"),
+             ParamDef("smooth", float, 1.0, 0.0, 10.0, help="added to the clDice ratios (MONAI 1)"),
+             ) + _dice_params()[1:], "topology", "soft clDice: skeleton precision/sensitivity by min/max pooling",
+            "Shit et al., CVPR 2021"),
+    TermDef("skelrecall", SkeletonRecallLoss, _dice_params(), "topology",
+            "recall of the tubed label skeleton (made in the data loader)", "Kirchhoff et al., ECCV 2024",
+            extra_target="skeleton"),
+    TermDef("blob", BlobLoss,
+            (ParamDef("smooth", float, 1e-5, 0.0, 1.0, help="added to each blob's Dice ratio"),),
+            "instance", "per-lesion Dice + CE, other lesions masked (components made in the data loader)",
+            "Kofler et al., IPMI 2023", extra_target="components"),
 )
 TERMS: dict[str, TermDef] = {t.name: t for t in _TERMS}
 
@@ -229,6 +259,12 @@ _LOSSES: tuple[LossDef, ...] = (
     _loss("DiceFocal", ["dice", "focal"], "Dice + focal loss", family="compound"),
     _loss("DiceHD", ["dice", "hd"], "Dice + Hausdorff DT loss (ramp hd in with a schedule)", family="compound"),
     _loss("DiceBD", ["dice", "bd"], "Dice + boundary loss (ramp bd in with a schedule)", family="compound"),
+    _loss("DiceCE+clDice", ["dice", "ce", "cldice"], "Dice + CE + soft clDice, for thin tubular structures",
+          family="topology"),
+    _loss("DiceCE+SkelRecall", ["dice", "ce", "skelrecall"], "Dice + CE + Skeleton Recall, for thin tubular "
+          "structures (the skeleton is made in the data loader)", family="topology"),
+    _loss("DiceCE+Blob", ["dice", "ce", "blob"], "Dice + CE + 0.5 blob loss, for many small lesions (the paper's "
+          "2:1 global:blob weighting)", family="instance", weights={"blob": 0.5}),
 )
 REGISTRY: dict[str, LossDef] = {d.name: d for d in _LOSSES}
 LOSS_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -285,6 +321,10 @@ def build_loss(spec: LossSpec, *, region_based: bool = False, ignore_label: int 
     """
     validate_spec(spec)
     d = get_loss_def(spec.name)
+    if (region_based or ignore_label is not None) and not d.supports_regions_and_ignore:
+        what = "region-based training (dataset.json regions)" if region_based else f"an ignore label ({ignore_label})"
+        raise AutolossError(f"{spec.name} does not support {what}: its {'/'.join(d.extra_targets)} target is made "
+                            "from a plain label map; use DiceCE+clDice or another loss")
     values = {**d.defaults(), **spec.params}
     terms: dict[str, SegLoss] = {}
     for t in d.terms:
@@ -298,7 +338,8 @@ def build_loss(spec: LossSpec, *, region_based: bool = False, ignore_label: int 
             kw.update(spacing=spacing, edt_backend=edt_backend)
         terms[t] = tdef.cls(region_based=region_based, ignore_label=ignore_label, **kw)
     weights = {t: float(values.get(f"{t}.weight", d.weights[t])) for t in d.terms}
-    return AutolossLoss(terms, weights, spec=spec, region_based=region_based, ignore_label=ignore_label)
+    return AutolossLoss(terms, weights, spec=spec, region_based=region_based, ignore_label=ignore_label,
+                        extra_targets=d.extra_targets)
 
 
 def format_loss_table():
