@@ -7,7 +7,10 @@ nnU-Net facts this class is built around (DESIGN.md):
 - ``current_epoch`` is 0 inside ``_build_loss``: the schedule is applied in ``on_train_epoch_start`` as a pure
   function of ``current_epoch`` (so ``--c`` resumes with the right weights);
 - with deep supervision the target is a list of downsampled maps; the loss derives everything from the target
-  it receives, so each scale gets its own distance maps.
+  it receives, so each scale gets its own distance maps;
+- per-sample targets that are costly (tubed skeletons, component labels: ``LossDef.extra_targets``) are made in
+  the data-loading workers and travel as extra segmentation channels (``autoloss.nnunet.extra_targets``), added
+  to both the training and the validation transforms, so exported trainers get them too.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from autoloss.losses import build_loss
+from autoloss.losses import build_loss, get_loss_def
+from autoloss.nnunet.extra_targets import ExtraTargetLoss, split_extra_targets, with_extra_targets
 from autoloss.spec import LossSpec
 
 
@@ -57,6 +61,27 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
         self.stop_on_divergence = False
         self.step_seconds = 0.0  # time inside train/validation steps, to measure a trial's overhead
         self.term_weight_history: dict[int, dict[str, float]] = {}  # epoch -> scheduled weights
+        self.extra_target_names = self._extra_target_names()
+
+    @classmethod
+    def _extra_target_names(cls) -> tuple[str, ...]:
+        return get_loss_def(cls.LOSS_SPEC["name"]).extra_targets if cls.LOSS_SPEC else ()
+
+    @classmethod
+    def get_training_transforms(cls, *args, **kwargs):
+        return with_extra_targets(super().get_training_transforms(*args, **kwargs), cls._extra_target_names())
+
+    @classmethod
+    def get_validation_transforms(cls, *args, **kwargs):
+        return with_extra_targets(super().get_validation_transforms(*args, **kwargs), cls._extra_target_names())
+
+    def _take_extra_targets(self, batch: dict) -> dict:
+        """Split the loader's extra target channels off the label and hand them to the loss for this step."""
+        if not self.extra_target_names:
+            return batch
+        target, extras = split_extra_targets(batch["target"], len(self.extra_target_names))
+        self.loss.extras = extras
+        return {**batch, "target": target}
 
     def _build_loss(self):
         lm = self.label_manager
@@ -74,8 +99,8 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
             weights = np.array([1 / (2 ** i) for i in range(len(scales))])
             weights[-1] = 1e-6 if self.is_ddp else 0
             weights = weights / weights.sum()
-            return DeepSupervisionWrapper(loss, weights)
-        return loss
+            loss = DeepSupervisionWrapper(loss, weights)
+        return ExtraTargetLoss(loss) if self.extra_target_names else loss
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
@@ -86,7 +111,7 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
 
     def train_step(self, batch: dict) -> dict:
         start = time.perf_counter()
-        out = super().train_step(batch)
+        out = super().train_step(self._take_extra_targets(batch))
         self.step_seconds += time.perf_counter() - start
         if self.stop_on_divergence and not np.all(np.isfinite(out["loss"])):
             raise LossDiverged(f"loss became {out['loss']} at epoch {self.current_epoch}")
@@ -94,7 +119,7 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
 
     def validation_step(self, batch: dict) -> dict:
         start = time.perf_counter()
-        out = super().validation_step(batch)
+        out = super().validation_step(self._take_extra_targets(batch))
         self.step_seconds += time.perf_counter() - start
         return out
 
