@@ -53,11 +53,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         fp = compute_fingerprint(ds, num_workers=args.num_workers, progress=not args.json)
     recs = recommend_from_fingerprint(fp, top=args.top)
     if args.json:
-        print(json.dumps([r.to_dict() for r in recs], indent=2))
-        return 0
-    from autoloss.report import recommendation_table
+        from autoloss.objectives import metric_plan
 
-    _console().print(recommendation_table(recs, fp))
+        out = [r.to_dict() for r in recs]
+        for r in out:  # the metric that judges each class travels with the losses (one list, as before)
+            r["judged_by"] = metric_plan(fp)
+        print(json.dumps(out, indent=2))
+        return 0
+    from autoloss.report import metric_table, recommendation_table
+
+    console = _console()
+    console.print(recommendation_table(recs, fp))
+    console.print(metric_table(fp))
     return 0
 
 
@@ -204,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-confirm", action="store_true",
                    help="screening only: the verdict can then only be keep or inconclusive")
     p.add_argument("--max-cases", type=int, default=None, help="search on the first M cases only")
-    p.add_argument("--metric", default="dice", choices=["dice", "nsd", "dice+nsd"])
+    p.add_argument("--metric", default="auto", choices=["auto", "dice", "nsd", "dice+nsd"],
+                   help="objective (default auto: per class, Dice plus its regime's metric, e.g. clDice for "
+                        "tubular and lesion F1 for many-instance classes; Dice is always reported)")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
     p.add_argument("--tta", action="store_true", help="mirror test-time augmentation at validation")
     p.add_argument("--space", nargs="+", default=["compound"],

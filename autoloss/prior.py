@@ -107,6 +107,12 @@ def class_features(fingerprint: dict[str, Any]) -> dict[str, dict[str, float]]:
             "absent": absent,
             "boundary": _stat(c.get("boundary_to_volume")) or 0.0,
         }
+        # The fingerprint's per-class regime (when it has one) as 0/1 features: tubular, many_instances, ...
+        from autoloss.objectives import REGIME_METRICS, class_regime
+
+        regime = class_regime(c)
+        for name in REGIME_METRICS:
+            features[c.get("name") or f"label_{label}"][name.replace("-", "_")] = float(regime == name)
     return features
 
 

@@ -21,6 +21,21 @@ def recommendation_table(recs: list, fingerprint: dict[str, Any] | None = None) 
     return table
 
 
+def metric_table(fingerprint: dict[str, Any]) -> Table:
+    """Per class: its regime and the metric `autoloss search --metric auto` judges it by, and why."""
+    from autoloss.objectives import METRIC_NAMES, auto_objective, describe, metric_plan
+
+    objective = auto_objective(fingerprint)
+    table = Table(title="Judged by (--metric auto: " + describe(objective) + "; Dice is always reported)",
+                  show_lines=False)
+    for col in ("class", "regime", "metric", "why"):
+        table.add_column(col)
+    for label, p in metric_plan(fingerprint).items():
+        table.add_row(f"{label} {p['name']}", p["regime"] or "-", " + ".join(METRIC_NAMES.get(m, m)
+                                                                        for m in p["metrics"]), p["why"])
+    return table
+
+
 class search_progress:
     """Live display of a search: trial k of N, the LossSpec running now, the best so far."""
 

@@ -22,7 +22,8 @@ from autoloss.nnunet import env
 from autoloss.nnunet.prepare import PreparedDataset
 from autoloss.spec import LossSpec
 
-OBJECTIVES = ("dice", "nsd", "dice+nsd")
+# "auto" is resolved per dataset (autoloss.objectives.auto_objective) into a class-wise objective string.
+OBJECTIVES = ("dice", "nsd", "dice+nsd", "auto")
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,20 @@ def trainer_class(spec: LossSpec, fidelity: Fidelity | None = None, name: str | 
 
 def objective_value(summary: dict, objective: str) -> float:
     """The search objective from a summary ({class: {metric: mean}, "mean": {metric: mean over classes}})."""
+    from autoloss import objectives
+
+    if objectives.is_classwise(objective):
+        return objectives.classwise_value(summary, objective)
     return _combine(summary["mean"], objective)
 
 
 def case_objective(case: dict[str, dict[str, float]], objective: str) -> float:
     """The objective of ONE validation case ({class: {metric: value}}): metrics averaged over the classes that
     are present (NaN: absent from reference and prediction), then combined like :func:`objective_value`."""
+    from autoloss import objectives
+
+    if objectives.is_classwise(objective):
+        return objectives.classwise_value(case, objective)
     means = {m: _nanmean([v.get(m, float("nan")) for v in case.values()]) for m in ("dice", "nsd")}
     return _combine(means, objective)
 

@@ -36,7 +36,7 @@ class SearchConfig:
     dataset: str
     budget: int = 20
     fidelity: Fidelity = field(default_factory=Fidelity)
-    objective: str = "dice"
+    objective: str = "auto"  # resolved per dataset: autoloss.objectives.auto_objective
     work_dir: Path = Path("autoloss_work")
     storage: str | None = None
     study_name: str | None = None
@@ -114,6 +114,12 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
     else:
         fp = compute_fingerprint(ds)
         fp_file.write_text(json.dumps(fp, indent=2))
+    objective = cfg.objective
+    if objective == "auto":  # the metric of each class's regime, Dice beside it (autoloss.objectives)
+        from autoloss.objectives import auto_objective, describe
+
+        objective = auto_objective(fp)
+        log(f"metric (auto): {describe(objective)}")
     # The Dice+CE baseline goes first: every search, however small its budget, trains it at the same fidelity
     # so the winner is compared with nnU-Net's default, not with nothing.
     baseline = baseline_spec()
@@ -132,7 +138,7 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
     device = cfg.device or _default_device()
     study_name = cfg.study_name or f"autoloss_{prepared.dataset_name}_{cfg.fidelity.configuration}"
     settings = {"dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
-                "fidelity": cfg.fidelity.to_dict(), "objective": cfg.objective, "losses": space.losses,
+                "fidelity": cfg.fidelity.to_dict(), "objective": objective, "losses": space.losses,
                 "spaces": [Path(s).name for s in space.sources]}
     storage = studies.make_storage(cfg.storage, work_dir)
     study = studies.open_study(storage, study_name, settings, cfg.seed, cfg.budget, len(prior), cfg.pruner)
@@ -146,7 +152,7 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
 
     executor = _make_executor(cfg, study, device)
     start = time.time()
-    job = partial(TrialJob, prepared=prepared, objective=cfg.objective, device=device, study_name=study_name,
+    job = partial(TrialJob, prepared=prepared, objective=objective, device=device, study_name=study_name,
                   storage_url=cfg.storage, work_dir=str(work_dir), threads=getattr(executor, "threads", None))
     try:
         finished = _screen(cfg, study, space, executor, job, work_dir, start, progress)
@@ -211,6 +217,7 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool
 def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log) -> None:
     """Re-train the top candidates and Dice+CE on the confirmation folds; record each training as it ends."""
     epochs = cfg.confirm.epochs or cfg.fidelity.epochs
+    objective = study.user_attrs[rec.SETTINGS]["objective"]  # resolved (--metric auto: class-wise)
     plan = confirm.make_plan(study, folds, epochs, cfg.confirm.top)
     todo = confirm.pending(study, plan)
     names = ", ".join(LossSpec.from_dict(s).describe() for s in plan["candidates"]) or "none"
@@ -234,7 +241,7 @@ def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log) -
             if cfg.retry_failed and (outcome.reason or "").startswith("worker died"):
                 queue.append((outcome.number * -1, (spec, fold)))  # not recorded: it runs again
                 continue
-            confirm.record(study, spec, fold, epochs, outcome, cfg.objective)
+            confirm.record(study, spec, fold, epochs, outcome, objective)
             if progress:
                 progress("confirm-end", fold, outcome, study)
             save_results(study, work_dir)

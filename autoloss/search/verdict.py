@@ -37,6 +37,8 @@ class Comparison:
     overall: PairedComparison
     per_class: dict[str, PairedComparison]
     per_case: dict[str, dict[str, float]]  # "fold/case" -> {candidate, baseline} objective values
+    # Mean paired gain per metric of a class-wise objective (Dice always): "+3.1 clDice, -0.4 Dice".
+    metric_gains: dict[str, float] = field(default_factory=dict)
 
     @property
     def dice_losses(self) -> list[str]:
@@ -48,7 +50,7 @@ class Comparison:
                 "gain": o.mean_gain, "ci": list(o.ci), "p_value": o.p_value, "cases": o.cases,
                 "excluded": o.excluded, "mde": o.mde, "alpha": o.alpha, "per_case": self.per_case,
                 "per_class": {c: {"gain": v.mean_gain, "ci": list(v.ci), "p_value": v.p_value, "cases": v.cases}
-                              for c, v in self.per_class.items()}}
+                              for c, v in self.per_class.items()}, "metric_gains": self.metric_gains}
 
 
 @dataclass
@@ -94,7 +96,46 @@ def compare(candidate: dict[str, dict], baseline: dict[str, dict], metric: str, 
                                       {k: v.get(c, {}).get("dice") for k, v in baseline.items()})
                  for c in classes}
     pairs = {k: {"candidate": cand_obj[k], "baseline": base_obj[k]} for k in sorted(set(cand_obj) & set(base_obj))}
-    return Comparison(spec, metric, overall, per_class, pairs)
+    return Comparison(spec, metric, overall, per_class, pairs, _metric_gains(candidate, baseline, metric))
+
+
+def _metric_gains(candidate: dict[str, dict], baseline: dict[str, dict], metric: str) -> dict[str, float]:
+    """Paired mean gain of each metric of a class-wise objective, over the classes judged by it (Dice: all)."""
+    from autoloss import objectives
+
+    if not objectives.is_classwise(metric):
+        return {}
+    wanted = objectives.parse(metric)
+    names = ["dice"] + sorted({m for ms in wanted.values() for m in ms} - {"dice"})
+    gains = {}
+    for name in names:
+        def value(case: dict) -> float:
+            vals = [v.get(name, float("nan")) for c, v in case.items()
+                    if name == "dice" or name in wanted.get(c, ())]
+            vals = [x for x in vals if x == x]
+            return sum(vals) / len(vals) if vals else float("nan")
+
+        diffs = [value(candidate[k]) - value(baseline[k]) for k in set(candidate) & set(baseline)]
+        diffs = [d for d in diffs if d == d]
+        if diffs:
+            gains[name] = sum(diffs) / len(diffs)
+    return gains
+
+
+def _gains_text(c: Comparison) -> str:
+    from autoloss.objectives import METRIC_NAMES
+
+    if not c.metric_gains:
+        return ""
+    order = [m for m in c.metric_gains if m != "dice"] + ["dice"]
+    return " (" + ", ".join(f"{_pts(c.metric_gains[m])} {METRIC_NAMES.get(m, m)}" for m in order
+                            if m in c.metric_gains) + ")"
+
+
+def _metric_text(metric: str) -> str:
+    from autoloss.objectives import describe, is_classwise
+
+    return f"objective [{describe(metric)}]" if is_classwise(metric) else metric
 
 
 def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int]) -> Verdict:
@@ -110,18 +151,19 @@ def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int])
     if o.cases < MIN_CASES:
         msg = (f"inconclusive: only {o.cases} paired case(s) on confirmation fold(s) {folds}; about {needed} "
                f"would be needed to detect a {100 * WORTHWHILE_GAIN:.0f}-point gain. Keep Dice+CE until then "
-               f"(best candidate {best.spec.describe()}: {_pts(o.mean_gain)} points"
+               f"(best candidate {best.spec.describe()}: {_pts(o.mean_gain)} points{_gains_text(best)}"
                + (f", {_ci_text(o)})." if o.cases >= 2 else ")."))
         return Verdict("inconclusive", msg, metric, None, best, comparisons, needed, confirm_folds)
     if o.significant_gain and not best.dice_losses:
         dice = ", ".join(f"class {c} {_pts(v.mean_gain)}" for c, v in best.per_class.items())
-        msg = (f"switch to {best.spec.describe()}: {_pts(o.mean_gain)} {metric} points over Dice+CE on {o.cases} "
+        msg = (f"switch to {best.spec.describe()}: {_pts(o.mean_gain)} {_metric_text(metric)} points"
+               f"{_gains_text(best)} over Dice+CE on {o.cases} "
                f"paired cases from fold(s) {folds}, never used to select it ({_ci_text(o)}); Dice per class: "
                f"{dice}; no class loses Dice significantly.")
         return Verdict("switch", msg, metric, best.spec, best, comparisons, None, confirm_folds)
-    why = (f"it gains {metric} but loses Dice significantly on class(es) {', '.join(best.dice_losses)}"
-           if o.significant_gain else f"the best, {best.spec.describe()}, is {_pts(o.mean_gain)} points "
-                                      f"({_ci_text(o)})")
+    why = (f"it gains {_metric_text(metric)}{_gains_text(best)} but loses Dice significantly on class(es) "
+           f"{', '.join(best.dice_losses)}" if o.significant_gain else
+           f"the best, {best.spec.describe()}, is {_pts(o.mean_gain)} points{_gains_text(best)} ({_ci_text(o)})")
     mde = f"; the smallest gain these {o.cases} cases could detect is about {100 * o.mde:.1f} points" \
         if o.mde == o.mde else ""
     msg = f"keep Dice+CE: no candidate beat it on {o.cases} paired cases from fold(s) {folds}: {why}{mde}."
