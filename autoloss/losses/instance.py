@@ -41,11 +41,12 @@ class BlobLoss(SegLoss):
         c = probs.shape[1]
         per_image = []
         for b in range(probs.shape[0]):
-            ids = comps[b, 0].reshape(-1)
-            n = int(ids.max()) if ids.numel() else 0
-            if n == 0:
+            ids_all = comps[b, 0].reshape(-1)
+            (fg,) = torch.nonzero(ids_all, as_tuple=True)  # components are a small share of the voxels
+            if fg.numel() == 0:
                 continue
-            lab = labels[b, 0].reshape(-1)
+            ids, n = ids_all[fg], int(ids_all.max())
+            lab = labels[b, 0].reshape(-1)[fg]
             with torch.no_grad():
                 size = torch.bincount(ids, minlength=n + 1).float()
                 cls = torch.zeros(n + 1, dtype=torch.long, device=ids.device).scatter_(0, ids, lab)
@@ -53,14 +54,15 @@ class BlobLoss(SegLoss):
                 cls_n, size_n = cls[keep], size[keep]
                 size_in_class = torch.zeros(c, device=ids.device).index_add_(0, cls_n, size_n)
             p = probs[b].reshape(c, -1)
-            p_own = torch.zeros(c, n + 1, device=p.device, dtype=p.dtype).index_add_(1, ids, p)[cls_n, keep]
+            own = p[lab, fg]  # probability of its own class at each component voxel
+            p_own = torch.zeros(n + 1, device=p.device, dtype=p.dtype).index_add_(0, ids, own)[keep]
             p_in_class = torch.zeros(c, device=p.device, dtype=p.dtype).index_add_(0, cls_n, p_own)
             p_outside = p.sum(1)[cls_n] - p_in_class[cls_n]  # P_c over voxels that are no component of class c
             dice = (2 * p_own + self.smooth) / (p_own + p_outside + size_n + self.smooth).clamp_min(1e-8)
             v = ce[b, 0].reshape(-1)
-            ce_own = torch.zeros(n + 1, device=v.device, dtype=v.dtype).index_add_(0, ids, v)[keep]
+            ce_own = torch.zeros(n + 1, device=v.device, dtype=v.dtype).index_add_(0, ids, v[fg])[keep]
             ce_in_class = torch.zeros(c, device=v.device, dtype=v.dtype).index_add_(0, cls_n, ce_own)
-            ce_mean = (ce_own + v.sum() - ce_in_class[cls_n]) / (size_n + ids.numel() - size_in_class[cls_n])
+            ce_mean = (ce_own + v.sum() - ce_in_class[cls_n]) / (size_n + v.numel() - size_in_class[cls_n])
             per_image.append(((1.0 - dice) + ce_mean).mean())
         if not per_image:
             return probs.sum() * 0.0

@@ -13,26 +13,38 @@ from torch import Tensor
 from autoloss.losses.base import DiceStyleLoss, SegBatch, ddp_active, gather_batch
 
 
-def _pool(x: Tensor, kernel: tuple[int, ...]) -> Tensor:
-    pad = tuple(k // 2 for k in kernel)
-    pool = F.max_pool2d if x.ndim == 4 else F.max_pool3d
-    return pool(x, kernel, 1, pad)
+def _extreme3(x: Tensor, axis: int, op) -> Tensor:
+    """``op`` (torch.maximum / torch.minimum) over each voxel and its two neighbours along spatial ``axis``.
+
+    Edge voxels compare with themselves (replicate padding), which is what max-pooling with implicit -inf padding
+    gives. Two elementwise ops instead of a pooling kernel: 3-5x faster on a CPU, forward and backward.
+    """
+    dim = axis + 2
+    n = x.shape[dim]
+    if n == 1:
+        return x
+    inner = op(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1))  # pairs (i, i+1)
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
+    left = torch.cat([first, inner], dim)  # op(x[i-1], x[i]); x[0] alone
+    right = torch.cat([inner, last], dim)  # op(x[i], x[i+1]); x[n-1] alone
+    return op(left, right)
 
 
 def soft_erode(x: Tensor) -> Tensor:
-    """Grey-value erosion with the cross-shaped element: the minimum of 1D min-pools along each axis."""
-    nd = x.ndim - 2
+    """Grey-value erosion with the cross-shaped element: the minimum of 1D 3-neighbourhood minima along each
+    axis (MONAI's min of (3,1,1), (1,3,1), (1,1,3) min-pools)."""
     out = None
-    for axis in range(nd):
-        kernel = tuple(3 if a == axis else 1 for a in range(nd))
-        eroded = -_pool(-x, kernel)
+    for axis in range(x.ndim - 2):
+        eroded = _extreme3(x, axis, torch.minimum)
         out = eroded if out is None else torch.minimum(out, eroded)
     return out
 
 
 def soft_dilate(x: Tensor) -> Tensor:
-    """Grey-value dilation with the 3x3(x3) box."""
-    return _pool(x, (3,) * (x.ndim - 2))
+    """Grey-value dilation with the 3x3(x3) box, as separable 1D maxima (exactly the box max-pool)."""
+    for axis in range(x.ndim - 2):
+        x = _extreme3(x, axis, torch.maximum)
+    return x
 
 
 def soft_skeleton(x: Tensor, iters: int = 3) -> Tensor:
@@ -116,10 +128,18 @@ class SkeletonRecallLoss(DiceStyleLoss):
     def compute(self, batch: SegBatch) -> Tensor:
         start = batch.first_channel(self.do_bg)
         skel = batch.extra(self.extra_target).long()
+        probs = batch.probs
+        b, c = probs.shape[:2]
+        # The tube is a few % of the voxels: gather the probabilities there instead of a dense one-hot product.
+        flat = skel.reshape(b, -1)
+        img, vox = torch.nonzero(flat, as_tuple=True)
+        cls = flat[img, vox]
         with torch.no_grad():
-            s_onehot = torch.zeros_like(batch.probs).scatter_(1, skel, 1.0)[:, start:]
-            sum_s = s_onehot.sum(batch.axes)
-        inter = (batch.probs[:, start:] * s_onehot).sum(batch.axes)
+            sum_s = torch.zeros(b * c, device=probs.device).index_add_(0, img * c + cls, torch.ones_like(vox,
+                                                                        dtype=torch.float32)).view(b, c)
+        p_at = probs.reshape(b, c, -1)[img, cls, vox]
+        inter = torch.zeros(b * c, device=probs.device, dtype=p_at.dtype).index_add_(0, img * c + cls, p_at)
+        inter, sum_s = inter.view(b, c)[:, start:], sum_s[:, start:]
         if self.batch_dice:
             if self.ddp and ddp_active():
                 inter, sum_s = gather_batch(inter), gather_batch(sum_s)
