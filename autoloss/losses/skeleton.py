@@ -13,38 +13,29 @@ from torch import Tensor
 from autoloss.losses.base import DiceStyleLoss, SegBatch, ddp_active, gather_batch
 
 
-def _extreme3(x: Tensor, axis: int, op) -> Tensor:
-    """``op`` (torch.maximum / torch.minimum) over each voxel and its two neighbours along spatial ``axis``.
-
-    Edge voxels compare with themselves (replicate padding), which is what max-pooling with implicit -inf padding
-    gives. Two elementwise ops instead of a pooling kernel: 3-5x faster on a CPU, forward and backward.
-    """
-    dim = axis + 2
-    n = x.shape[dim]
-    if n == 1:
-        return x
-    inner = op(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1))  # pairs (i, i+1)
-    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
-    left = torch.cat([first, inner], dim)  # op(x[i-1], x[i]); x[0] alone
-    right = torch.cat([inner, last], dim)  # op(x[i], x[i+1]); x[n-1] alone
-    return op(left, right)
+def _pool(x: Tensor, kernel: tuple[int, ...]) -> Tensor:
+    pool = F.max_pool2d if x.ndim == 4 else F.max_pool3d
+    return pool(x, kernel, 1, tuple(k // 2 for k in kernel))
 
 
 def soft_erode(x: Tensor) -> Tensor:
-    """Grey-value erosion with the cross-shaped element: the minimum of 1D 3-neighbourhood minima along each
-    axis (MONAI's min of (3,1,1), (1,3,1), (1,1,3) min-pools)."""
+    """Grey-value erosion with the cross-shaped element: the minimum of 1D min-pools along each axis.
+
+    (Measured alternatives on a CPU: shifted-view min/max with a custom backward was faster forward but slower
+    forward+backward than max-pooling, whose backward is one scatter by saved indices.)
+    """
+    nd = x.ndim - 2
     out = None
-    for axis in range(x.ndim - 2):
-        eroded = _extreme3(x, axis, torch.minimum)
+    for axis in range(nd):
+        kernel = tuple(3 if a == axis else 1 for a in range(nd))
+        eroded = -_pool(-x, kernel)
         out = eroded if out is None else torch.minimum(out, eroded)
     return out
 
 
 def soft_dilate(x: Tensor) -> Tensor:
-    """Grey-value dilation with the 3x3(x3) box, as separable 1D maxima (exactly the box max-pool)."""
-    for axis in range(x.ndim - 2):
-        x = _extreme3(x, axis, torch.maximum)
-    return x
+    """Grey-value dilation with the 3x3(x3) box."""
+    return _pool(x, (3,) * (x.ndim - 2))
 
 
 def soft_skeleton(x: Tensor, iters: int = 3) -> Tensor:
