@@ -36,34 +36,37 @@ class BlobLoss(SegLoss):
         self.smooth = float(smooth)
 
     def compute(self, batch: SegBatch) -> Tensor:
-        comps = batch.extra(self.extra_target).long()
-        probs, ce, labels = batch.probs, batch.voxel_ce, batch.labels
-        c = probs.shape[1]
-        per_image = []
-        for b in range(probs.shape[0]):
-            ids_all = comps[b, 0].reshape(-1)
-            (fg,) = torch.nonzero(ids_all, as_tuple=True)  # components are a small share of the voxels
-            if fg.numel() == 0:
-                continue
-            ids, n = ids_all[fg], int(ids_all.max())
-            lab = labels[b, 0].reshape(-1)[fg]
-            with torch.no_grad():
-                size = torch.bincount(ids, minlength=n + 1).float()
-                cls = torch.zeros(n + 1, dtype=torch.long, device=ids.device).scatter_(0, ids, lab)
-                keep = torch.nonzero(size[1:] > 0).flatten() + 1  # ids lost to downsampling have no voxels
-                cls_n, size_n = cls[keep], size[keep]
-                size_in_class = torch.zeros(c, device=ids.device).index_add_(0, cls_n, size_n)
-            p = probs[b].reshape(c, -1)
-            own = p[lab, fg]  # probability of its own class at each component voxel
-            p_own = torch.zeros(n + 1, device=p.device, dtype=p.dtype).index_add_(0, ids, own)[keep]
-            p_in_class = torch.zeros(c, device=p.device, dtype=p.dtype).index_add_(0, cls_n, p_own)
-            p_outside = p.sum(1)[cls_n] - p_in_class[cls_n]  # P_c over voxels that are no component of class c
-            dice = (2 * p_own + self.smooth) / (p_own + p_outside + size_n + self.smooth).clamp_min(1e-8)
-            v = ce[b, 0].reshape(-1)
-            ce_own = torch.zeros(n + 1, device=v.device, dtype=v.dtype).index_add_(0, ids, v[fg])[keep]
-            ce_in_class = torch.zeros(c, device=v.device, dtype=v.dtype).index_add_(0, cls_n, ce_own)
-            ce_mean = (ce_own + v.sum() - ce_in_class[cls_n]) / (size_n + v.numel() - size_in_class[cls_n])
-            per_image.append(((1.0 - dice) + ce_mean).mean())
-        if not per_image:
-            return probs.sum() * 0.0
-        return torch.stack(per_image).mean()
+        b, c = batch.probs.shape[:2]
+        comps = batch.extra(self.extra_target).reshape(b, -1).long()
+        img, vox = torch.nonzero(comps, as_tuple=True)  # component voxels: a small share of the image
+        if img.numel() == 0:
+            return batch.probs.sum() * 0.0
+        n1 = int(comps.max()) + 1
+        gid = img * n1 + comps[img, vox]  # one id per (image, component)
+        ce_fg = batch.voxel_ce.reshape(b, -1)[img, vox]
+        own = torch.exp(-ce_fg)  # softmax probability of the voxel's own class (CE is -log of it)
+        with torch.no_grad():
+            size = torch.bincount(gid, minlength=b * n1).float()
+            cls = torch.zeros(b * n1, dtype=torch.long, device=gid.device).scatter_(
+                0, gid, batch.labels.reshape(b, -1)[img, vox])
+            keep = torch.nonzero(size > 0).flatten()  # ids lost to downsampling have no voxels
+            img_k, size_k = keep // n1, size[keep]
+            slot = img_k * c + cls[keep]  # (image, class) of each component
+            size_in_class = torch.zeros(b * c, device=gid.device).index_add_(0, slot, size_k)
+            voxels = float(comps.shape[1])
+        p_own = torch.zeros(b * n1, device=own.device, dtype=own.dtype).index_add_(0, gid, own)[keep]
+        p_in_class = torch.zeros(b * c, device=own.device, dtype=own.dtype).index_add_(0, slot, p_own)
+        # P_c over the image minus over its class-c components: P_c on the voxels M_n keeps besides G_n.
+        sum_p = batch.class_sums(1)[1]  # (B, C-1) foreground sums, shared with the Dice term
+        sum_p = torch.cat([torch.zeros_like(sum_p[:, :1]), sum_p], 1).reshape(-1)
+        p_outside = sum_p[slot] - p_in_class[slot]
+        dice = (2 * p_own + self.smooth) / (p_own + p_outside + size_k + self.smooth).clamp_min(1e-8)
+        ce_own = torch.zeros(b * n1, device=own.device, dtype=own.dtype).index_add_(0, gid, ce_fg)[keep]
+        ce_in_class = torch.zeros(b * c, device=own.device, dtype=own.dtype).index_add_(0, slot, ce_own)
+        ce_total = batch.voxel_ce.reshape(b, -1).sum(1)
+        ce_mean = (ce_own + ce_total[img_k] - ce_in_class[slot]) / (size_k + voxels - size_in_class[slot])
+        per_blob = (1.0 - dice) + ce_mean
+        total = torch.zeros(b, device=own.device, dtype=own.dtype).index_add_(0, img_k, per_blob)
+        count = torch.bincount(img_k, minlength=b)
+        has = count > 0
+        return (total[has] / count[has]).mean()
