@@ -168,6 +168,9 @@ def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device,
         summary, per_case = validate(trainer, prepared, fidelity)
         curves = {k: [float(v) for v in trainer.logger.get_value(k, step=None)]
                   for k in ("mean_fg_dice", "train_losses", "val_losses")}
+        starts, ends = (trainer.logger.get_value(k, step=None) for k in ("epoch_start_timestamps",
+                                                                        "epoch_end_timestamps"))
+        curves["epoch_seconds"] = [float(e - s) for s, e in zip(starts, ends)]  # data waits included
         return {"fold": fold, "summary": summary, "per_case": per_case, "curves": curves,
                 "term_weights": {str(k): v for k, v in trainer.term_weight_history.items()},
                 "step_seconds": trainer.step_seconds, "validation_seconds": time.perf_counter() - t0,

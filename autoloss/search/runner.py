@@ -84,6 +84,19 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _spaces_for(spaces: tuple[str, ...], fp: dict, log) -> tuple[str, ...]:
+    """The default space plus the topology/instance compounds when a class is tubular or many-instances (the
+    prior proposes them there, and a prior pick outside the space would never be trained)."""
+    from autoloss.objectives import class_regime
+    from autoloss.search.space import DEFAULT_SPACES
+
+    regimes = {class_regime(c) for c in fp.get("classes", {}).values()}
+    if tuple(spaces) == DEFAULT_SPACES and regimes & {"tubular", "many-instances"}:
+        log("tubular / many-instance classes: searching the topology space too (search_spaces/topology.yaml)")
+        return tuple(spaces) + ("topology",)
+    return tuple(spaces)
+
+
 def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
     """Run (or resume) the search described by ``cfg``: screening, then confirmation; returns the study. The
     verdict is in the work directory (``verdict.json``, ``best_loss.json``) and from ``compute_verdict(study)``."""
@@ -106,7 +119,7 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    space = SearchSpace.load(cfg.spaces)
+    space = SearchSpace.load(cfg.spaces)  # fails early on a bad --space; re-loaded below with the regimes
     ds = read_dataset(cfg.dataset, max_cases=cfg.max_cases)
     fp_file = work_dir / "fingerprint.json"
     if fp_file.exists():
@@ -114,6 +127,7 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
     else:
         fp = compute_fingerprint(ds)
         fp_file.write_text(json.dumps(fp, indent=2))
+    space = SearchSpace.load(_spaces_for(cfg.spaces, fp, log))
     objective = cfg.objective
     if objective == "auto":  # the metric of each class's regime, Dice beside it (autoloss.objectives)
         from autoloss.objectives import auto_objective, describe
