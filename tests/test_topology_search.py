@@ -39,6 +39,7 @@ def test_smoke_search_with_regimes_trains_the_new_losses(search_work_dir):
     assert compute_verdict(study).decision in ("keep", "inconclusive")
     results = (search_work_dir / "results.csv").read_text().splitlines()[0]
     assert "cldice_" in results and "lesion_f1_" in results
+    assert "| cldice | lesion_f1 |" in (search_work_dir / "results.md").read_text()
 
 
 def test_default_space_gains_the_topology_space_for_tubular_or_many_instance_classes():

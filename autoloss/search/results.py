@@ -36,7 +36,9 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
                "state": t.state.name.lower(), "loss": spec.describe() if spec else "?",
                "source": t.user_attrs.get(rec.SOURCE, "sampler"),
                "objective": t.value if t.state == rec.COMPLETE else None,
-               "dice": (m.get("mean") or {}).get("dice"), "nsd": (m.get("mean") or {}).get("nsd")}
+               "dice": (m.get("mean") or {}).get("dice"), "nsd": (m.get("mean") or {}).get("nsd"),
+               # the regime metrics of --metric auto (absent from trials made before they existed)
+               "cldice": (m.get("mean") or {}).get("cldice"), "lesion_f1": (m.get("mean") or {}).get("lesion_f1")}
         cmp = comparisons.get(spec.key()) if (confirm and spec) else None
         o = cmp.overall if cmp else None
         row.update(gain=o.mean_gain if o else None, ci_low=o.ci[0] if o else None, ci_high=o.ci[1] if o else None,
@@ -95,8 +97,9 @@ def save_results(study: optuna.Study, work_dir: str | Path) -> Verdict | None:
     if df.empty:
         return None
     _write(work_dir / "results.csv", df.to_csv(index=False))
-    cols = [c for c in ("rank", "phase", "trial", "fold", "state", "loss", "objective", "dice", "nsd", "gain",
-                        "ci_low", "ci_high", "p_value", "cases", "seconds", "reason") if c in df.columns]
+    cols = [c for c in ("rank", "phase", "trial", "fold", "state", "loss", "objective", "dice", "nsd", "cldice",
+                        "lesion_f1", "gain", "ci_low", "ci_high", "p_value", "cases", "seconds", "reason")
+            if c in df.columns and (c not in ("cldice", "lesion_f1") or df[c].notna().any())]
     _write(work_dir / "results.md", _markdown(df[cols]))
     _write(work_dir / "verdict.json", _dumps({"verdict": verdict.to_dict(),
                                              "comparisons": [c.to_dict() for c in verdict.comparisons]}))
