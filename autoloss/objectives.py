@@ -40,7 +40,8 @@ def class_regime(entry: dict[str, Any]) -> str | None:
     regime = entry.get("regime")
     if isinstance(regime, dict):
         regime = regime.get("name") or regime.get("regime")
-    return regime if isinstance(regime, str) else None
+    # "many_instances" and "Many-Instances" mean "many-instances"
+    return regime.strip().lower().replace("_", "-") if isinstance(regime, str) else None
 
 
 def metric_plan(fingerprint: dict[str, Any]) -> dict[str, dict[str, Any]]:

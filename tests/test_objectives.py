@@ -38,6 +38,7 @@ def test_auto_objective_per_regime():
     # Without regimes (a fingerprint from before regimes existed) auto is plain Dice.
     assert objectives.auto_objective(fingerprint({"1": None, "2": None})) == "dice"
     assert objectives.auto_objective(fingerprint({"1": {"name": "tubular"}})) == "classwise:1=dice+cldice"
+    assert objectives.auto_objective(fingerprint({"1": "many_instances"})) == "classwise:1=dice+lesion_f1"
 
 
 def test_classwise_value_and_case_objective():
