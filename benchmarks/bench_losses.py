@@ -139,6 +139,39 @@ def device_path(target: torch.Tensor, num_classes: int, backend: str) -> torch.T
     return signed_distance(onehot.reshape(-1, *onehot.shape[2:]), backend=backend).view(onehot.shape)
 
 
+def interleaved(fns: dict, logits, target, device, reps: int, warmup: int, amp_dtype) -> dict[str, float]:
+    """Median ms of forward+backward of each ``name -> (fn, extra)``, one step of each per round."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + reps):
+        for name, (fn, extra) in fns.items():
+            x = logits.detach().clone().requires_grad_(True)
+            args = (target,) if extra is None else (target, extra)
+            sync(device)
+            t = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = fn(x, *args)
+            loss.backward()
+            sync(device)
+            if r >= warmup:
+                times[name].append((time.perf_counter() - t) * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def monai_cldice_peer(ref) -> dict:
+    """DC_and_CE + MONAI's SoftclDiceLoss(iter_=3) on the foreground channels: the clDice peer, when installed."""
+    try:
+        from monai.losses.cldice import SoftclDiceLoss
+    except ImportError:
+        return {}
+    cl = SoftclDiceLoss(iter_=3, include_background=False)
+
+    def peer(x, target):
+        onehot = torch.zeros_like(x).scatter_(1, target.long(), 1.0)
+        return ref(x, target) + cl(torch.softmax(x, 1), onehot)
+
+    return {"DC_and_CE + MONAI clDice": (peer, None)}
+
+
 def median_ms(fn, device, reps: int) -> float:
     """Median wall time of ``fn()`` in ms over ``reps`` synchronised calls (no warm-up)."""
     times = []
@@ -164,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast dtype (default: bf16 on CUDA)")
     ap.add_argument("--losses", nargs="+", default=list(LOSS_NAMES))
+    ap.add_argument("--interleave", action="store_true",
+                    help="time the losses round-robin, one step each per round (robust to load drift on shared "
+                         "CPUs; no peak memory)")
     args = ap.parse_args(argv)
 
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
@@ -179,19 +215,32 @@ def main(argv: list[str] | None = None) -> int:
 
     ref = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
                          weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
-    ref_ms, ref_mb = time_loss(ref, logits, target, device, args.reps, args.warmup, amp_dtype)
-
-    rows = []
+    losses = {}
     for name in args.losses:
         loss = build_loss(LossSpec(name), batch_dice=True)
         if name == "Lovasz":  # its optional CE warm-up term is off by default: time the Lovasz term itself
             assert loss.weights["ce"] == 0.0
-        ms, mb = time_loss(loss, logits, target, device, args.reps, args.warmup, amp_dtype, extra_for(name, target))
-        rows.append((name, ms, mb, bar_of(name)))
-    # The reference again at the end: the ratio uses the median of both measurements (drift on shared CPUs).
-    ref_ms = statistics.median([ref_ms, time_loss(ref, logits, target, device, args.reps, args.warmup, amp_dtype)[0]])
+        losses[name] = (loss, extra_for(name, target))
+    peers = monai_cldice_peer(ref) if "DiceCE+clDice" in losses else {}
+    if args.interleave:
+        ms = interleaved({"DC_and_CE": (ref, None), **losses, **peers}, logits, target, device, args.reps,
+                         args.warmup, amp_dtype)
+        ref_ms, ref_mb = ms.pop("DC_and_CE"), None
+        rows = [(name, ms[name], None, bar_of(name)) for name in losses]
+        peer_rows = [(name, ms[name]) for name in peers]
+    else:
+        ref_ms, ref_mb = time_loss(ref, logits, target, device, args.reps, args.warmup, amp_dtype)
+        rows = []
+        for name, (loss, extra) in losses.items():
+            ms, mb = time_loss(loss, logits, target, device, args.reps, args.warmup, amp_dtype, extra)
+            rows.append((name, ms, mb, bar_of(name)))
+        peer_rows = [(name, time_loss(fn, logits, target, device, args.reps, args.warmup, amp_dtype)[0])
+                     for name, (fn, _) in peers.items()]
+        # The reference again at the end: the ratio uses the median of both measurements (drift on shared CPUs).
+        ref_ms = statistics.median([ref_ms, time_loss(ref, logits, target, device, args.reps, args.warmup,
+                                                      amp_dtype)[0]])
 
-    fmt = "{:<14}{:>10}{:>8}{:>10}{:>7}  {}"
+    fmt = "{:<26}{:>10}{:>8}{:>10}{:>7}  {}"
     print(fmt.format("loss", "ms", "ratio", "peak MB", "bar", "result"))
     mb_text = (lambda mb: "n/a" if mb is None else f"{mb:.0f}")
     print(fmt.format("DC_and_CE", f"{ref_ms:.1f}", "1.00x", mb_text(ref_mb), "", "nnU-Net reference"))
@@ -202,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         worst[group] = max(worst[group], ratio)
         print(fmt.format(name, f"{ms:.1f}", f"{ratio:.2f}x", mb_text(mb), f"{bar:g}x",
                          "pass" if ratio <= bar else "FAIL"))
+    for name, ms in peer_rows:
+        print(fmt.format(name, f"{ms:.1f}", f"{ms / ref_ms:.2f}x", "n/a", "", "peer"))
 
     c = shape[1]
     scipy_ms = time_fn(lambda: scipy_path(target, c), device, args.reps)
@@ -218,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                              torch.device("cpu"), max(3, args.reps // 2)) / labels.shape[0]
         print(f"loader-made {n} target: {per_sample:.1f} ms per sample of {tuple(labels.shape[1:])} (CPU, in the "
               "augmentation workers, not in the training step)")
+    if peer_rows:
+        clms = next(ms for name, ms, *_ in rows if name == "DiceCE+clDice")
+        print(f"DiceCE+clDice vs DC_and_CE + MONAI clDice (same run): {peer_rows[0][1] / clms:.2f}x faster")
     print(f"headline: worst distribution/region loss ratio {worst['region']:.2f}x (bar 1.25x); "
           f"Lovasz {worst['lovasz']:.2f}x (bar 3x); boundary {worst['boundary']:.2f}x (bar 3x); "
           f"clDice {worst['cldice']:.2f}x (bar 1.5x); loader-target losses {worst['loader']:.2f}x (bar 1.1x); "
