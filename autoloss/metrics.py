@@ -78,6 +78,15 @@ def cldice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 0.0 if tprec + tsens == 0 else float(2 * tprec * tsens / (tprec + tsens))
 
 
+def _crop_to_union(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks cropped to the bounding box of their union plus one voxel (skeletons only see the objects)."""
+    union = pred | ref
+    if not union.any():
+        return pred, ref
+    box = tuple(slice(max(0, int(np.min(ix)) - 1), int(np.max(ix)) + 2) for ix in np.nonzero(union))
+    return pred[box], ref[box]
+
+
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     import cc3d
 
@@ -108,8 +117,12 @@ def lesion_detection(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def case_metrics(pred: np.ndarray, ref: np.ndarray, labels_or_regions: list, spacing: tuple[float, ...],
-                 tolerance: float, ignore_label: int | None = None) -> dict[str, dict[str, float]]:
-    """Per class (a label int or a region tuple): every metric of this module for one case."""
+                 tolerance: float, ignore_label: int | None = None,
+                 cldice_classes=None) -> dict[str, dict[str, float]]:
+    """Per class (a label int or a region tuple): every metric of this module for one case.
+
+    ``cldice_classes``: the class keys (``str(label)``) whose clDice is computed (two skeletonisations: seconds
+    for a large 3D case); None = every class. The others get no ``cldice`` entry."""
     valid = None if ignore_label is None else ref != ignore_label
     out = {}
     for lab in labels_or_regions:
@@ -118,8 +131,10 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, labels_or_regions: list, spa
         if valid is not None:
             p, r = p & valid, r & valid
         surface_dice, hd95 = surface_metrics(p, r, spacing, tolerance)
-        out[str(lab)] = {"dice": dice(p, r), "nsd": surface_dice, "hd95": hd95, "cldice": cldice(p, r),
+        out[str(lab)] = {"dice": dice(p, r), "nsd": surface_dice, "hd95": hd95,
                          "betti0_error": betti0_error(p, r), **lesion_detection(p, r)}
+        if cldice_classes is None or str(lab) in cldice_classes:
+            out[str(lab)]["cldice"] = cldice(*_crop_to_union(p, r))
     return out
 
 

@@ -107,3 +107,14 @@ def test_hd95_and_case_metrics_carry_every_metric():
                         "lesion_f1"}
     s = metrics.summarise({"x": {"1": out}, "y": {"1": out}})
     assert s["mean"]["lesion_f1"] == 1.0 and s["1"]["hd95"] == pytest.approx(3.0)
+
+
+def test_cldice_only_for_requested_classes_and_cropping_changes_nothing():
+    ref = np.zeros((12, 30, 30), int)
+    ref[5, 3:27, 10:13] = 1
+    ref[2:9, 2:8, 20:26] = 2
+    pred = np.roll(ref, 1, axis=2)
+    full = metrics.case_metrics(pred, ref, [1, 2], (1.0, 1.0, 1.0), 1.0)
+    only = metrics.case_metrics(pred, ref, [1, 2], (1.0, 1.0, 1.0), 1.0, cldice_classes=frozenset({"1"}))
+    assert "cldice" in only["1"] and "cldice" not in only["2"] and only["1"]["cldice"] == full["1"]["cldice"]
+    assert full["1"]["cldice"] == pytest.approx(metrics.cldice(pred == 1, ref == 1))

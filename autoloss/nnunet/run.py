@@ -106,12 +106,14 @@ def seed_everything(seed: int) -> None:
 
 def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, trial_dir: Path,
               device: str = "cpu", epoch_callback: Callable[[int, float], None] | None = None,
-              log: Callable[[str], None] = lambda s: None, seed: int | None = None) -> dict:
+              log: Callable[[str], None] = lambda s: None, seed: int | None = None,
+              cldice_classes: frozenset[str] | None = None) -> dict:
     """Train and validate ``spec`` on every fold of ``fidelity``; return metrics and timings (JSON-able).
 
     ``epoch_callback(step, pseudo_dice)`` is called after every epoch (step counts across folds); it may raise
     (e.g. optuna.TrialPruned) to stop the trial. A NaN/inf loss raises ``LossDiverged``. ``seed``: each fold's
-    training is seeded with ``fold_seed(seed, fold)`` (None: not seeded).
+    training is seeded with ``fold_seed(seed, fold)`` (None: not seeded). ``cldice_classes``: in 3D, the classes
+    whose clDice is computed (skeletonising a large volume takes seconds); None = every class. 2D: always all.
     """
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,8 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
         for i, fold in enumerate(fidelity.folds):
             if seed is not None:
                 seed_everything(fold_seed(seed, fold))
-            fold_result = _train_and_validate(cls, i, fold, prepared, fidelity, trial_dir, device, epoch_callback)
+            fold_result = _train_and_validate(cls, i, fold, prepared, fidelity, trial_dir, device, epoch_callback,
+                                              cldice_classes)
             per_fold.append(fold_result)
             steps += fold_result.pop("step_seconds")
             validation_s += fold_result.pop("validation_seconds")
@@ -148,7 +151,8 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
     return result
 
 
-def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device, epoch_callback) -> dict:
+def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device, epoch_callback,
+                        cldice_classes=None) -> dict:
     """Train one fold in nnU-Net (outputs under the trial folder), then validate it."""
     with env.overridden(nnUNet_results=str(trial_dir), nnUNet_preprocessed=str(prepared.preprocessed_dir.parent)):
         plans = prepared.load_plans()
@@ -165,7 +169,7 @@ def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device,
         finally:
             _stop_dataloaders(trainer)
         t0 = time.perf_counter()
-        summary, per_case = validate(trainer, prepared, fidelity)
+        summary, per_case = validate(trainer, prepared, fidelity, cldice_classes)
         curves = {k: [float(v) for v in trainer.logger.get_value(k, step=None)]
                   for k in ("mean_fg_dice", "train_losses", "val_losses")}
         starts, ends = (trainer.logger.get_value(k, step=None) for k in ("epoch_start_timestamps",
@@ -193,7 +197,8 @@ def _average(summaries: list[dict]) -> dict:
     return {k: {m: float(np.nanmean([s[k][m] for s in summaries])) for m in summaries[0][k]} for k in keys}
 
 
-def validate(trainer, prepared: PreparedDataset, fidelity: Fidelity) -> tuple[dict, dict]:
+def validate(trainer, prepared: PreparedDataset, fidelity: Fidelity,
+             cldice_classes: frozenset[str] | None = None) -> tuple[dict, dict]:
     """Predict the fold's validation cases with the trained network; Dice and NSD against the original labels."""
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -225,7 +230,8 @@ def validate(trainer, prepared: PreparedDataset, fidelity: Fidelity) -> tuple[di
             spacing = tuple(float(s) for s in ref_props["spacing"])
             seg, ref, spacing = _drop_flat_axes(np.asarray(seg), ref, spacing)
             per_case[key] = metrics.case_metrics(seg, ref, labels, spacing, fidelity.nsd_tolerance_mm,
-                                                 lm.ignore_label)
+                                                 lm.ignore_label,
+                                                 cldice_classes=None if seg.ndim == 2 else cldice_classes)
     trainer.set_deep_supervision_enabled(True)
     return metrics.summarise(per_case), per_case
 

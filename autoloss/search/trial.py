@@ -82,7 +82,7 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
     cpu0 = time.process_time()
     try:
         result = run_trial(job.spec, job.prepared, job.fidelity, Path(job.trial_dir), device=job.device,
-                           epoch_callback=report, seed=job.seed)
+                           epoch_callback=report, seed=job.seed, cldice_classes=_cldice_classes(job.objective))
         out.state, out.result = "complete", result
         out.value = objective_value(result["metrics"], job.objective)
         if out.value != out.value:  # NaN: the network predicted nothing anywhere
@@ -105,3 +105,12 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
     out.ended = time.time()
     out.cpu_seconds = time.process_time() - cpu0  # this process's CPU time: shows whether trials share cores
     return out
+
+
+def _cldice_classes(objective: str) -> frozenset[str]:
+    """Classes whose clDice the objective needs: in 3D only these pay for the skeletons (seconds per large case)."""
+    from autoloss import objectives
+
+    if not objectives.is_classwise(objective):
+        return frozenset()
+    return frozenset(c for c, ms in objectives.parse(objective).items() if "cldice" in ms)
