@@ -178,6 +178,8 @@ def recommend_from_fingerprint(fingerprint: dict[str, Any], top: int | None = No
                 recs[name].reasons.append(f"{why} [{rule['id']}]")
                 recs[name].evidence.append(rule["evidence"])
 
+    from autoloss.knowledge.ranking import apply_memory
+    apply_memory(recs, fingerprint, rules.get("memory"))  # confirmed results of similar datasets (none: no change)
     ranked = sorted(recs.values(), key=lambda r: (-r.score, r.spec.name))
     if top is not None:
         head = ranked[:top]
