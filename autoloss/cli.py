@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install-into-nnunet", action="store_true",
                    help="also copy the file into nnunetv2's trainer folder (for versions without nnUNet_extTrainer)")
     p.set_defaults(func=cmd_export)
+    from autoloss.knowledge.cli import add_knowledge_parser
+    add_knowledge_parser(sub)
     return parser
 
 

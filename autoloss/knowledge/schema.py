@@ -84,11 +84,15 @@ def build_record(fingerprint: dict[str, Any], settings: dict[str, Any], comparis
               "verdict": {"decision": verdict["decision"], "loss": verdict.get("loss"),
                           "basis": verdict.get("basis", "paired confirmation on unseen folds")},
               "source": source, "estimated_features": estimated_features}
+    return finish_record(record, created)
+
+
+def finish_record(record: dict[str, Any], created: str | None = None) -> dict[str, Any]:
+    """Give a record its content id (and creation time), then validate it."""
     record["id"] = record_id(record)
     if created:
         record["created"] = created
-    validate_record(record, "<new record>")
-    return record
+    return validate_record(record, "<new record>")
 
 
 def _bad(where: str, why: str) -> AutolossError:
