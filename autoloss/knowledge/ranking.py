@@ -10,8 +10,10 @@ paired gain over Dice+CE on a new dataset from the gains confirmed on recorded d
     w    = sum_i k_i / (sum_i k_i + prior_strength)       (0 with no records; grows with their number and closeness)
     score += clip(gain_to_score * w * gain, -max_adjust, max_adjust)
 
-Standardisation (scikit-learn's StandardScaler, fitted on the records) has a floor per feature so that a few
-similar records do not make every other dataset infinitely far. With no records, or none near, the scores are
+Standardisation: scikit-learn's StandardScaler centres on the records, and each feature is divided by a fixed
+reference spread (``FEATURE_SCALE``), not by the records' own: with a handful of records their sample spread is
+noise (two records would always be 2 units apart per feature, however alike), and with similar records only, every
+other dataset would look infinitely far. With no records, or none near, the scores are
 exactly the rules'. The settings are the ``memory`` block of fingerprints/prior_rules.yaml.
 Reference: Nadaraya (1964), Watson (1964); the nan-aware distance is sklearn.metrics.pairwise.nan_euclidean_distances.
 """
@@ -30,12 +32,12 @@ from autoloss.spec import LossSpec
 
 DEFAULTS = {"use_seeds": False, "gain_to_score": 10.0, "bandwidth": 1.5, "max_distance": 4.5,
             "prior_strength": 1.0, "max_adjust": 0.5, "named_records": 3, "min_adjust_named": 0.005}
-# The smallest spread a feature is standardised by: one unit is then at least "clearly different"
-# (a factor ~3 in a fraction or size, a fifth of the cases absent, 2D vs 3D).
-SCALE_FLOOR = {"log_min_fraction": 0.5, "log_max_fraction": 0.5, "log_min_object": 0.5, "log_objects": 0.3,
-               "max_absent": 0.2, "max_boundary": 0.15, "log_num_classes": 1.0, "is_3d": 1.0,
-               "log_anisotropy": 0.3, "log_min_weighted_object": 0.5, "min_largest_share": 0.2,
-               "log_min_thickness": 0.3, "max_skeleton_ratio": 0.1}
+# One standardised unit per feature: a difference that makes two datasets clearly different for a loss (a factor
+# ~5 in a fraction or an object size, ~3 in objects per case, a quarter of the cases absent, 2D vs 3D, ...).
+FEATURE_SCALE = {"log_min_fraction": 0.75, "log_max_fraction": 0.75, "log_min_object": 0.75, "log_objects": 0.5,
+                 "max_absent": 0.25, "max_boundary": 0.2, "log_num_classes": 1.0, "is_3d": 1.0,
+                 "log_anisotropy": 0.5, "log_min_weighted_object": 0.75, "min_largest_share": 0.25,
+                 "log_min_thickness": 0.5, "max_skeleton_ratio": 0.1}
 
 
 @dataclass
@@ -73,8 +75,7 @@ class MemoryModel:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows in a column are fine
                 self.scaler = StandardScaler().fit(self.X)
-            floor = np.array([SCALE_FLOOR[f] for f, u in zip(FEATURES, self.usable) if u])
-            self.scaler.scale_ = np.maximum(np.nan_to_num(self.scaler.scale_, nan=1.0), floor)
+            self.scaler.scale_ = np.array([FEATURE_SCALE[f] for f, u in zip(FEATURES, self.usable) if u])
             self.scaler.mean_ = np.nan_to_num(self.scaler.mean_)
             self.Z = self.scaler.transform(self.X)
 
@@ -113,10 +114,10 @@ def _evidence_text(n: Neighbour, result: dict[str, Any], loss: str) -> str:
     metric = {"dice": "Dice", "nsd": "NSD"}.get(n.record.get("metric", "dice"), n.record.get("metric"))
     ci = result.get("ci")
     interval = f" [{_pts(ci[0])}, {_pts(ci[1])}]" if ci and None not in ci else " (no interval)"
-    verb = "gained" if result["gain"] >= 0 else "lost"
+    g = result["gain"]
+    change = f"gained {_pts(g)}" if g >= 0 else f"lost {100 * -g:.1f}"
     est = ", estimated features" if n.record.get("estimated_features") else ""
-    return (f"like {n.record['dataset']} (distance {n.distance:.1f}{est}), where {loss} {verb} "
-            f"{_pts(abs(result['gain']))[1:]} {metric}{interval}")
+    return f"like {n.record['dataset']} (distance {n.distance:.1f}{est}), where {loss} {change} {metric}{interval}"
 
 
 def apply_memory(recs, fingerprint: dict[str, Any], cfg: dict[str, Any] | None = None,
