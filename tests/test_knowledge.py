@@ -9,7 +9,6 @@ import optuna
 import pytest
 
 from autoloss.cli import main
-from autoloss.errors import AutolossError
 from autoloss.knowledge import ranking
 from autoloss.knowledge.features import FEATURES, feature_dict
 from autoloss.knowledge.hooks import enqueue_warm_start
