@@ -363,25 +363,35 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{x:.3g}" if abs(x) < 1e5 else f"{x:.3e}"
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else "0 %" if x == 0 else f"{100 * x:.2g} %"
+
+
 def fingerprint_table(fp: dict):
-    """A rich Table of the fingerprint for the CLI: one row per class, the dataset in the title and caption."""
+    """A rich Table of the fingerprint for the CLI, sized for 80 columns: one row per class, regime first; the
+    dataset in the title and caption. Every other figure is in the JSON (--json / -o)."""
+    from rich import box
     from rich.table import Table
 
     d = fp["dataset"]
     title = (f"{d['name']}: {d['dim']}D, {d['num_cases_measured']}/{d['num_cases']} cases, "
              f"{d['num_classes']} class(es), {', '.join(d['modality'])}")
-    caption = (f"median shape {d['shape_median']}, median spacing {[round(s, 3) for s in d['spacing_median']]}, "
-               f"anisotropy {_fmt(d['anisotropy'])}" + (", region labels" if d["has_regions"] else "")
+    caption = (f"median shape {d['shape_median']}, spacing {[round(s, 3) for s in d['spacing_median']]}"
+               + (", region labels" if d["has_regions"] else "")
                + (f", ignore label {d['ignore_label']}" if d["ignore_label"] is not None else "")
+               + "; objects/case: comparable objects (+ fragments); size: object a typical voxel belongs to"
                + (f"; {fp['timing']['seconds']:.2f} s on {fp['timing']['workers']} worker(s)" if "timing" in fp else ""))
-    table = Table(title=title, caption=caption)
-    for col in ("label", "name", "voxel fraction", "fg share", "objects/case", "object size (vox)",
-                f"object size ({d['voxel_volume_unit']})", "absent", "boundary/volume", "bbox extent"):
-        table.add_column(col, justify="left" if col in ("name",) else "right")
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in ("class", "regime", "fraction", "objects/case", "size (vox)", "thick", "absent"):
+        table.add_column(col, justify="left" if col in ("class", "regime") else "right",
+                         no_wrap=True, overflow="ellipsis", max_width=16 if col == "class" else None)
     for key, c in sorted(fp["classes"].items(), key=lambda kv: int(kv[0])):
-        table.add_row(key, c["name"], _fmt(c["voxel_fraction"]["mean"], True),
-                      _fmt(c["foreground_share"]["mean"], True), _fmt(c["objects_per_case"]["median"]),
-                      _fmt(c["object_size_voxels"]["median"]), _fmt(c["object_size_physical"]["median"]),
-                      _fmt(c["absent_fraction"], True), _fmt(c["boundary_to_volume"]["median"]),
-                      _fmt(c["bbox_extent"]["median"], True))
+        inst, frag = c["instances_per_case"]["median"], c["fragments_per_case"]["median"]
+        objects = "-" if inst is None else f"{inst:.3g}" + (f" (+{frag:.3g})" if frag else "")
+        regime = c["regime"] + ("*" if c["absent_often"] and c["regime"] != "absent" else "")
+        table.add_row(c["name"], regime, _pct(c["voxel_fraction"]["mean"]), objects,
+                      _fmt(c["object_size_weighted_voxels"]["median"]), _fmt(c["thickness_voxels"]["median"]),
+                      _pct(c["absent_fraction"]))
+    if any(c["absent_often"] for c in fp["classes"].values()):
+        table.caption += "; * absent often"
     return table
