@@ -29,7 +29,7 @@ import numpy as np
 
 from autoloss.dataset import Case, Dataset, check_case_geometry, check_label_values, read_label
 from autoloss.errors import AutolossError
-from autoloss.objects import component_stats, elongation, thickness_stats
+from autoloss.objects import INSTANCE_SHARE, component_stats, elongation, thickness_stats
 from autoloss.regimes import classify
 
 FINGERPRINT_VERSION = 2
@@ -76,13 +76,17 @@ def class_definitions(ds: Dataset) -> list[dict[str, Any]]:
     return out
 
 
-def _class_measures(sizes: np.ndarray, count: int, bbox: tuple[slice, ...] | None, boundary: int, mask_of,
-                    spacing, thickness: bool) -> dict[str, Any]:
-    """One class in one case: ``mask_of(box)`` gives the class mask inside ``box`` (for thickness only)."""
-    entry = {"count": count, "objects": sizes, "bbox": math.prod(b.stop - b.start for b in bbox) if bbox else 0,
-             "boundary": boundary, **component_stats(sizes)}
-    if thickness and count:
-        entry.update(thickness_stats(mask_of(bbox), spacing))
+def _class_measures(sizes: np.ndarray, ids: np.ndarray, labels: np.ndarray, bbox: tuple[slice, ...] | None,
+                    boundary: int, spacing, thickness: bool) -> dict[str, Any]:
+    """One class in one case from its components (``sizes``, their ``ids`` in the component image ``labels``).
+    Thickness is measured on the instances only (components comparable to a typical one): specks beside a body
+    are one voxel thick and would make any blob look thin."""
+    stats = component_stats(sizes)
+    entry = {"count": int(sizes.sum()), "objects": sizes, "boundary": boundary,
+             "bbox": math.prod(b.stop - b.start for b in bbox) if bbox else 0, **stats}
+    if thickness and sizes.size:
+        keep = ids[sizes >= INSTANCE_SHARE * stats["weighted"]]
+        entry.update(thickness_stats(np.isin(labels[bbox], keep), spacing))
     return entry
 
 
@@ -109,27 +113,24 @@ def measure_case(case: Case, ds: Dataset, thickness: bool = True) -> dict[str, A
     comp_class[cc.ravel()[where]] = values
     boundary = np.bincount(values, minlength=int(values.max(initial=0)) + 1)
     check_label_values(np.flatnonzero(boundary), ds, case.label)
-    del cc
     # Statistics are over annotated voxels: the ignore label's voxels are neither class nor background.
     ignored = int(sizes[1:][comp_class[1:] == ds.ignore_label].sum()) if ds.ignore_label is not None else 0
     classes = {}
     for c in class_definitions(ds):
         if not ds.has_regions:
             v = c["members"][0]
-            obj = sizes[1:][comp_class[1:] == v]
-            box = _bbox(np.unravel_index(where[values == v], arr.shape)) if obj.size else None
-            classes[c["key"]] = _class_measures(obj, int(obj.sum()), box,
-                                                int(boundary[v]) if v < len(boundary) else 0,
-                                                lambda b, v=v: arr[b] == v, spacing, thickness)
+            ids = np.flatnonzero(comp_class[1:] == v) + 1
+            box = _bbox(np.unravel_index(where[values == v], arr.shape)) if ids.size else None
+            classes[c["key"]] = _class_measures(sizes[ids], ids, cc, box, int(boundary[v]) if v < len(boundary)
+                                                else 0, spacing, thickness)
             continue
         mask = np.isin(arr, c["members"])  # a region is the union of its values
         rcc, rn = cc3d.connected_components(mask, connectivity=conn, return_N=True)
         obj = _bincount(rcc.ravel(), rn + 1)[1:]
-        del rcc
         rb = np.flatnonzero(_boundary_mask(mask) & mask)
         box = _bbox(np.unravel_index(rb, arr.shape)) if rb.size else None
-        classes[c["key"]] = _class_measures(obj, int(obj.sum()), box, int(rb.size), lambda b, m=mask: m[b],
-                                            spacing, thickness)
+        classes[c["key"]] = _class_measures(obj, np.arange(1, rn + 1), rcc, box, int(rb.size), spacing, thickness)
+        del rcc, mask
     foreground = int(sizes[1:].sum()) - ignored  # cc3d leaves 0 (background) unlabelled
     return {"id": case.identifier, "shape": arr.shape, "spacing": spacing, "voxels": int(arr.size) - ignored,
             "all_voxels": int(arr.size), "foreground": foreground, "classes": classes}
@@ -379,10 +380,11 @@ def fingerprint_table(fp: dict):
     caption = (f"median shape {d['shape_median']}, spacing {[round(s, 3) for s in d['spacing_median']]}"
                + (", region labels" if d["has_regions"] else "")
                + (f", ignore label {d['ignore_label']}" if d["ignore_label"] is not None else "")
-               + "; objects/case: comparable objects (+ fragments); size: object a typical voxel belongs to"
+               + "; objects: per case, comparable objects (+ fragments); size: voxels of the object a typical "
+               "voxel belongs to; thick: skeleton thickness (voxels)"
                + (f"; {fp['timing']['seconds']:.2f} s on {fp['timing']['workers']} worker(s)" if "timing" in fp else ""))
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for col in ("class", "regime", "fraction", "objects/case", "size (vox)", "thick", "absent"):
+    for col in ("class", "regime", "fraction", "objects", "size", "thick", "absent"):
         table.add_column(col, justify="left" if col in ("class", "regime") else "right",
                          no_wrap=True, overflow="ellipsis", max_width=16 if col == "class" else None)
     for key, c in sorted(fp["classes"].items(), key=lambda kv: int(kv[0])):

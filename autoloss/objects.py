@@ -20,6 +20,9 @@ weighted size) / thickness: length over width for a tube or strip (L/d), about 1
 skeleton is a point or a short curve), so it separates tubes from blobs without tracing a skeleton graph, and
 many small discs are not one long tube.
 
+The caller passes the mask of the class's instances only (``INSTANCE_SHARE``): a one-voxel speck is its own
+skeleton with thickness 1, and 150 specks beside a ball would otherwise make the ball read as a thin tree.
+
 Cost bound: skeletonisation is done on the class's bounding box, and when that box exceeds
 ``THICKNESS_WINDOW`` voxels per axis, on a window of that size centred on the class's middle foreground voxel.
 A structure thicker than the window then reads as about the window's size (still thick, which is all the regimes
