@@ -29,7 +29,7 @@ import numpy as np
 
 from autoloss.dataset import Case, Dataset, check_case_geometry, check_label_values, read_label
 from autoloss.errors import AutolossError
-from autoloss.objects import INSTANCE_SHARE, component_stats, elongation, thickness_stats
+from autoloss.objects import INSTANCE_SHARE, coarse_stride, component_stats, elongation, thickness_stats
 from autoloss.regimes import classify
 
 FINGERPRINT_VERSION = 2
@@ -86,7 +86,8 @@ def _class_measures(sizes: np.ndarray, ids: np.ndarray, labels: np.ndarray, bbox
              "bbox": math.prod(b.stop - b.start for b in bbox) if bbox else 0, **stats}
     if thickness and sizes.size:
         keep = ids[sizes >= INSTANCE_SHARE * stats["weighted"]]
-        entry.update(thickness_stats(np.isin(labels[bbox], keep), spacing))
+        stride = coarse_stride(boundary / entry["count"], labels.ndim)
+        entry.update(thickness_stats(np.isin(labels[bbox], keep), spacing, stride))
     return entry
 
 
