@@ -181,6 +181,11 @@ def test_shared_datasets(name, classes):
         assert 0 < c["bbox_extent"]["median"] <= 1
     if name == "Dataset104_AxonMyelin":
         assert all(c["objects_per_case"]["median"] > 50 for c in fp["classes"].values())
+    # The regimes DESIGN.md's dataset table names: a thin connected network, a large structure, many objects.
+    expected = {"Dataset101_ISBIMembrane": {"membrane": "tubular"}, "Dataset102_MontgomeryLungs": {"lungs": "large-structure"},
+                "Dataset104_AxonMyelin": {"axon": "many-instances"}}.get(name, {})
+    for c in fp["classes"].values():
+        assert c["regime"] == expected.get(c["name"], c["regime"]), c["regime_evidence"]
     if name == "Dataset105_SpinalCordTiny":
         assert d["anisotropy"] >= 1 and d["voxel_volume_unit"] == "mm^3"
 
