@@ -1,4 +1,5 @@
-"""Dataset fingerprint: per-class label statistics (fractions, objects, sizes, absence, boundary, extent).
+"""Dataset fingerprint: per-class label statistics (fractions, objects, sizes, absence, boundary, extent), the
+fragment-proof object figures and thickness of autoloss.objects, and a regime per class (autoloss.regimes).
 
 Per case, only the label is decoded; image channels are checked from their headers (shape, spacing). One
 multi-label ``cc3d.connected_components`` pass (26-connectivity in 3D, 8 in 2D) plus ``cc3d.statistics`` gives
@@ -7,9 +8,12 @@ voxels of all classes at once (a class voxel is on the boundary when a 6-/4-neig
 lies on the image border, i.e. what ``binary_erosion`` with ``border_value=0`` removes). Cases run in a process
 pool with a bounded window of chunks in flight, so memory stays at a few labels per worker.
 
-Region-based datasets (labels mapping to lists) are measured per declared label VALUE; a value's name is the
-label that maps to exactly that value, else ``label_<v>``. The ignore label is not a class. 2D natural images
-(PNG, ...) have no physical spacing: spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
+Region-based datasets (labels mapping to lists) are measured per REGION, as nnU-Net trains them (one sigmoid
+output per region, the union of its values): classes keyed "1".."n" in dataset.json order, named by their key,
+``label`` the list of values; each region gets its own connected-components pass. The ignore label is not a
+class, and fractions are over annotated (non-ignore) voxels. Thickness is measured on at most THICKNESS_CASES
+cases, evenly spread (``thickness_cases_measured``). 2D natural images (PNG, ...) have no physical spacing:
+spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
 """
 from __future__ import annotations
 

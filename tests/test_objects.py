@@ -73,7 +73,7 @@ def test_tubes_are_tubular_and_get_no_small_objects_boost(tmp_path, dim, shape):
     assert c["regime"] == "tubular", c["regime_evidence"]
     assert c["elongation"]["median"] >= load_thresholds()["elongated"]
     assert not small_objects_boosted(fp)
-    assert any("[tubular]" in r.reason for r in recommend_from_fingerprint(fp))
+    assert any("[tubular-dicece]" in r.reason for r in recommend_from_fingerprint(fp))
 
 
 def test_hundreds_of_small_discs_are_many_instances(tmp_path):
