@@ -235,6 +235,11 @@ def check_channels(case: Case, dataset: Dataset, headers: list[ImageHeader] | No
             return  # no header-only path for other readers: check_case_geometry counts them when it reads
         headers = [read_image_header(f, dataset.reader) for f in case.images]
     counts = [h.channels for h in headers]
+    if dataset.reader == SITK_READER and max(counts, default=1) > 1:
+        f = case.images[counts.index(max(counts))]
+        raise AutolossError(f"{f}: a 4D file holding {max(counts)} channels; nnU-Net's integrity check refuses "
+                            "multi-channel files (its origin check fails on them): save each channel as its own "
+                            f"file {case.identifier}_XXXX{dataset.file_ending}")
     total = sum(counts)
     if total < declared and all(c == 1 for c in counts):
         have = {f.name for f in case.images}

@@ -110,7 +110,11 @@ def make(tmp_path: Path, variant: str, cases: int = 3) -> Path:
         if variant == "undeclared-label" and i == 1:
             label[0, 0] = 5
         if ending == ".nii.gz":
-            for c in range(2 if variant == "nifti-two-channels" else 1):
+            if variant in ("nifti-4d-two-channels", "nifti-4d-declared-one"):  # one 4D file: channels first in array order, as nnU-Net reads it
+                img = sitk.GetImageFromArray(np.stack([np.stack([_grey(i)] * 4)] * 2).astype(np.float32), isVector=False)
+                img.SetSpacing((0.8, 0.8, 2.0, 1.0))
+                sitk.WriteImage(img, str(img_dir / f"{cid}_0000{ending}"))
+            for c in range(2 if variant == "nifti-two-channels" else 0 if "4d" in variant else 1):
                 img = sitk.GetImageFromArray(np.stack([_grey(i)] * 4).astype(np.float32))
                 img.SetSpacing((0.8, 0.8, 2.0))
                 sitk.WriteImage(img, str(img_dir / f"{cid}_{c:04d}{ending}"))
@@ -140,8 +144,9 @@ def make(tmp_path: Path, variant: str, cases: int = 3) -> Path:
         channels = {"0": "R", "1": "G", "2": "B"}
     elif variant == "rgba-one-file":
         channels = {"0": "R", "1": "G", "2": "B", "3": "A"}
-    elif variant in ("rgb-plus-grey", "nifti-two-channels"):
-        channels = {str(c): f"c{c}" for c in range(4 if variant == "rgb-plus-grey" else 2)}
+    elif variant in ("rgb-plus-grey", "nifti-two-channels", "nifti-4d-two-channels", "nifti-4d-declared-one"):
+        channels = {str(c): f"c{c}" for c in range(4 if variant == "rgb-plus-grey" else
+                                                   1 if variant == "nifti-4d-declared-one" else 2)}
     elif variant == "grey-alpha":
         channels = {"0": "grey", "1": "alpha"}
     if variant == "labels-not-consecutive":
@@ -154,7 +159,11 @@ def make(tmp_path: Path, variant: str, cases: int = 3) -> Path:
 
 GOOD = ["grey", "rgb-one-file", "rgba-one-file", "rgb-split", "rgb-gap-in-names", "nifti", "nifti-two-channels"]
 BAD = ["grey-declared-three", "rgb-declared-one", "rgb-plus-grey", "grey-alpha", "shape-mismatch",
-       "undeclared-label", "labels-not-consecutive", "image-without-label", "nifti-spacing-mismatch"]
+       "undeclared-label", "labels-not-consecutive", "image-without-label", "nifti-spacing-mismatch",
+       "nifti-4d-declared-one",
+       # nnU-Net's SimpleITKIO reads a 4D file as channels, but its integrity check compares the 4D image's origin
+       # with the 3D label's and fails on every such file, so a 4D multi-channel dataset never passes it.
+       "nifti-4d-two-channels"]
 # Where autoloss decides differently on purpose: variant -> (autoloss accepts, nnU-Net accepts, why).
 DEVIATIONS = {
     "rgb-label": (False, True, "nnU-Net's check reads an RGB label as 3 label channels and only checks their "
