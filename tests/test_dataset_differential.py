@@ -7,6 +7,10 @@ pool for the checks); here those pools are replaced by an in-process pool runnin
 after another, so the test needs no 12 processes and no spawned interpreters re-importing torch. Nothing in the
 checks themselves is replaced. nnU-Net refuses by AssertionError, RuntimeError, FileNotFoundError or sys.exit;
 all count as refusal.
+
+Not covered: NaN image voxels. nnU-Net's check refuses them; autoloss reads image headers only (most of its
+speed over nnU-Net's extractor) and leaves that to nnU-Net's own check before training (dataset.py says so).
+ITK's NIfTI writer did not keep NaN values here, so the case could not be generated as a file anyway.
 """
 from __future__ import annotations
 
@@ -110,6 +114,8 @@ def make(tmp_path: Path, variant: str, cases: int = 3) -> Path:
         if variant == "undeclared-label" and i == 1:
             label[0, 0] = 5
         if ending == ".nii.gz":
+            if variant == "nifti-non-integer-label" and i == 0:
+                label = label.astype(np.float32) * 0.5
             if variant in ("nifti-4d-two-channels", "nifti-4d-declared-one"):  # one 4D file: channels first in array order, as nnU-Net reads it
                 img = sitk.GetImageFromArray(np.stack([np.stack([_grey(i)] * 4)] * 2).astype(np.float32), isVector=False)
                 img.SetSpacing((0.8, 0.8, 2.0, 1.0))
@@ -140,6 +146,8 @@ def make(tmp_path: Path, variant: str, cases: int = 3) -> Path:
             _png(root / "labelsTr" / f"{cid}.png", np.stack([label] * 3, -1))
         elif not (variant == "image-without-label" and i == 2):
             _png(root / "labelsTr" / f"{cid}.png", label)
+        if variant == "label-without-image" and i == 2:
+            (img_dir / f"{cid}_0000.png").unlink()
     if variant in ("rgb-one-file", "rgb-split", "rgb-gap-in-names", "grey-declared-three"):
         channels = {"0": "R", "1": "G", "2": "B"}
     elif variant == "rgba-one-file":
@@ -151,16 +159,20 @@ def make(tmp_path: Path, variant: str, cases: int = 3) -> Path:
         channels = {"0": "grey", "1": "alpha"}
     if variant == "labels-not-consecutive":
         labels = {"background": 0, "object": 1, "other": 3}
-    num_training = cases + 1 if variant == "num-training-wrong" else cases
-    (root / "dataset.json").write_text(json.dumps({"channel_names": channels, "labels": labels,
-                                                   "numTraining": num_training, "file_ending": ending}))
+    num_training = cases + 1 if variant == "num-training-wrong" else cases - 1 if variant == "label-without-image" \
+        else cases
+    dj = {"channel_names": channels, "labels": labels, "numTraining": num_training, "file_ending": ending}
+    if variant == "dataset-key":  # explicit file lists instead of the imagesTr/labelsTr convention
+        dj["dataset"] = {f"case_{i:03d}": {"images": [f"imagesTr/case_{i:03d}_0000.png"],
+                                           "label": f"labelsTr/case_{i:03d}.png"} for i in range(cases)}
+    (root / "dataset.json").write_text(json.dumps(dj))
     return root
 
 
-GOOD = ["grey", "rgb-one-file", "rgba-one-file", "rgb-split", "rgb-gap-in-names", "nifti", "nifti-two-channels"]
+GOOD = ["grey", "dataset-key", "rgb-one-file", "rgba-one-file", "rgb-split", "rgb-gap-in-names", "nifti", "nifti-two-channels"]
 BAD = ["grey-declared-three", "rgb-declared-one", "rgb-plus-grey", "grey-alpha", "shape-mismatch",
        "undeclared-label", "labels-not-consecutive", "image-without-label", "nifti-spacing-mismatch",
-       "nifti-4d-declared-one",
+       "nifti-4d-declared-one", "nifti-non-integer-label",
        # nnU-Net's SimpleITKIO reads a 4D file as channels, but its integrity check compares the 4D image's origin
        # with the 3D label's and fails on every such file, so a 4D multi-channel dataset never passes it.
        "nifti-4d-two-channels"]
@@ -172,6 +184,9 @@ DEVIATIONS = {
     "num-training-wrong": (True, False, "nnU-Net's check asserts numTraining == cases found; its own fingerprint "
                            "and planning use the cases on disk, and --max-cases subsets are deliberate, so "
                            "autoloss warns (Dataset.warnings) and goes on."),
+    "label-without-image": (False, True, "nnU-Net finds cases from imagesTr and silently drops a label whose "
+                            "images are missing; autoloss finds cases from labelsTr and names the missing image, "
+                            "since an annotated case left out of training is almost always a mistake."),
 }
 
 
