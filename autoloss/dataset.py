@@ -2,11 +2,12 @@
 
 Case discovery mirrors ``nnunetv2.utilities.utils.get_filenames_of_train_images_and_targets``: a ``dataset`` dict
 in dataset.json (case -> images, label; relative paths resolved against the dataset folder, ``$VARS`` expanded)
-wins; otherwise every ``labelsTr/CASE<file_ending>`` needs ``imagesTr/CASE_XXXX<file_ending>`` per channel.
+wins; otherwise every ``labelsTr/CASE<file_ending>`` needs its ``imagesTr/CASE_XXXX<file_ending>`` files, which
+together hold the declared channels: one file per channel, or one RGB/RGBA natural image holding 3/4 of them.
 A ``numTraining`` that disagrees with the cases found is a warning (``Dataset.warnings``), not an error: nnU-Net's
 own fingerprint and planning use the cases on disk, and ``max_cases`` subsets are deliberate.
 
-Files are read with the reader nnU-Net would pick (``reader_writer_registry``). Its SimpleITK reader is mirrored
+Files are read (autoloss/imagefiles.py) with the reader nnU-Net would pick (``reader_writer_registry``). Its SimpleITK reader is mirrored
 with SimpleITK itself (ImageIO named, not probed), its natural-image reader with PIL (what skimage.io uses); other
 readers (Tiff3DIO, Nibabel*, custom) run as nnU-Net's own classes. Image channels are only checked against their
 label, so only their headers are read (NIfTI dim/pixdim straight from the header). Arrays come in nnU-Net's axis
@@ -18,12 +19,9 @@ Limitation: image voxel data is not decoded, so an image truncated after an inta
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +29,9 @@ from typing import Any
 import numpy as np
 
 from autoloss.errors import AutolossError
-from autoloss.imagefiles import natural_header, read_natural_label
+from autoloss.imagefiles import (NATURAL_READER, SITK_READER, ImageHeader, _read_label_array, _sitk_header,
+                                 read_image_header)
 
-NATURAL_READER = "NaturalImage2DIO"
-SITK_READER = "SimpleITKIO"
 _DATASET_DIR = re.compile(r"^Dataset(\d{3,})_(.+)$")
 
 
@@ -43,13 +40,6 @@ class Case:
     identifier: str
     images: list[Path]
     label: Path
-
-
-@dataclass
-class ImageHeader:
-    shape: tuple[int, ...]       # array order: (z, y, x) or (y, x); without the channel axis
-    spacing: tuple[float, ...]   # same order as shape
-    channels: int = 1            # a 4D file (SimpleITK) or an RGB/RGBA natural image holds several
 
 
 @dataclass
@@ -306,121 +296,6 @@ def read_dataset(arg: str | Path, max_cases: int | None = None) -> Dataset:
         if len(case.images) != declared or case is ds.cases[0]:
             check_channels(case, ds)
     return ds
-
-
-# ---------------------------------------------------------------- file reading
-
-# Naming the ImageIO skips ITK's probe of every registered format (about 1 ms a file).
-_SITK_IO = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
-            ".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".gipl": "GiplImageIO", ".png": "PNGImageIO",
-            ".bmp": "BMPImageIO", ".tif": "TIFFImageIO", ".tiff": "TIFFImageIO"}
-
-
-def _sitk_error(path: Path, e: Exception) -> AutolossError:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    detail = next((ln.split("sitk::ERROR:")[-1].strip() for ln in lines if "sitk::ERROR" in ln), "")
-    return AutolossError(f"{path}: cannot be read ({(detail or type(e).__name__)[:160]}); the file is truncated "
-                         "or not a valid image, re-export it")
-
-
-def _sitk_run(path: Path, header_only: bool):
-    """Run a SimpleITK reader on ``path`` with the ImageIO named by its ending (auto-detection as fallback)."""
-    import SimpleITK as sitk
-
-    io = next((v for k, v in _SITK_IO.items() if path.name.lower().endswith(k)), None)
-    for named in ([io] if io else []) + [None]:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        if named:
-            reader.SetImageIO(named)
-        try:
-            return reader, (reader.ReadImageInformation() if header_only else reader.Execute())
-        except RuntimeError as e:
-            error = e
-    raise _sitk_error(path, error) from None
-
-
-def _sitk_header(path: Path) -> ImageHeader:
-    reader, _ = _sitk_run(path, header_only=True)
-    shape, spacing = tuple(reader.GetSize())[::-1], tuple(abs(s) for s in reader.GetSpacing())[::-1]
-    if len(shape) == 4:  # 4D file: several channels in one file, channel axis first in array order
-        return ImageHeader(tuple(int(s) for s in shape[1:]), spacing[1:], int(shape[0]))
-    return ImageHeader(tuple(int(s) for s in shape), spacing)
-
-
-def _nifti_header(path: Path) -> ImageHeader | None:
-    """dim/pixdim straight from a NIfTI-1/2 header: ITK's ReadImageInformation decodes far more (about 5 ms
-    against 0.15 ms here). None when the header is not plain NIfTI, so SimpleITK decides (and names the error)."""
-    try:
-        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
-            raw = f.read(540)
-    except (OSError, EOFError, zlib.error):
-        return None
-    for e in "<>":
-        if len(raw) >= 348 and struct.unpack(e + "i", raw[:4])[0] == 348:
-            dim, pix = struct.unpack(e + "8h", raw[40:56]), struct.unpack(e + "8f", raw[76:108])
-            break
-        if len(raw) >= 540 and struct.unpack(e + "i", raw[:4])[0] == 540:
-            dim, pix = struct.unpack(e + "8q", raw[16:80]), struct.unpack(e + "8d", raw[104:168])
-            break
-    else:
-        return None
-    n = min(dim[0], 3)  # a 4th dim holds channels, as in nnU-Net's SimpleITKIO
-    if dim[0] not in (2, 3, 4) or any(d < 1 for d in dim[1:n + 1]):
-        return None
-    return ImageHeader(tuple(int(d) for d in dim[1:n + 1])[::-1], tuple(abs(float(p)) for p in pix[1:n + 1])[::-1],
-                       int(dim[4]) if dim[0] == 4 else 1)
-
-
-def read_image_header(path: Path | str, reader: str = SITK_READER) -> ImageHeader:
-    """Shape and spacing of an image without its voxels (SimpleITK / natural-image readers); other nnU-Net
-    readers have no header-only path, so the image is read with nnU-Net's class."""
-    path = Path(path)
-    if reader == SITK_READER:
-        header = _nifti_header(path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
-        return header or _sitk_header(path)
-    if reader == NATURAL_READER:
-        header = natural_header(path)  # None: only decoding tells (palette, CMYK, unparsable): nnU-Net decides
-        if header is not None:
-            return ImageHeader(header[0], (1.0, 1.0), header[1])
-    arr, spacing, channels = _read_with_nnunet(path, reader, seg=False, keep_channels=True)
-    return ImageHeader(arr.shape, spacing, channels)
-
-
-def _read_with_nnunet(path: Path, reader: str, seg: bool, keep_channels: bool = False):
-    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
-
-    try:
-        rw = recursive_find_reader_writer_by_name(reader)()
-        arr, props = rw.read_seg(str(path)) if seg else rw.read_images([str(path)])
-    except Exception as e:  # nnU-Net readers raise anything from assert to OSError
-        raise AutolossError(f"{path}: cannot be read by nnU-Net's {reader} ({str(e).strip()[:160] or type(e).__name__})"
-                            "; the file is truncated or not a valid image, re-export it") from None
-    if seg and arr.shape[0] != 1:
-        raise AutolossError(f"{path}: a label file must be single-channel (this one has {arr.shape[0]} channels); "
-                            "save it as one grey/integer channel")
-    channels = int(arr.shape[0])
-    arr, spacing = arr[0], tuple(float(s) for s in props["spacing"])
-    if arr.shape[0] == 1 and spacing[0] >= 999:  # nnU-Net's 2D convention (1, y, x) with a dummy 999 spacing
-        arr, spacing = arr[0], (1.0, 1.0) if reader == NATURAL_READER else spacing[1:]
-    return (arr, spacing, channels) if keep_channels else (arr, spacing)
-
-
-def _read_label_array(path: Path, reader: str) -> tuple[np.ndarray, tuple[float, ...]]:
-    if reader == NATURAL_READER:
-        arr = read_natural_label(path)
-        if arr is None:  # not decodable by PIL (or truncated): nnU-Net's reader has the last word
-            return _read_with_nnunet(path, reader, seg=True)
-        return arr, (1.0, 1.0)
-    if reader != SITK_READER:
-        return _read_with_nnunet(path, reader, seg=True)
-    import SimpleITK as sitk
-
-    _, img = _sitk_run(path, header_only=False)
-    if img.GetNumberOfComponentsPerPixel() != 1 or img.GetDimension() > 3:
-        raise AutolossError(f"{path}: a label file must be a single-channel 2D or 3D image (this one has "
-                            f"{img.GetNumberOfComponentsPerPixel()} component(s), {img.GetDimension()} dims)")
-    return sitk.GetArrayFromImage(img), tuple(abs(s) for s in img.GetSpacing())[::-1]
 
 
 def _as_integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
