@@ -7,14 +7,15 @@ together hold the declared channels: one file per channel, or one RGB/RGBA natur
 A ``numTraining`` that disagrees with the cases found is a warning (``Dataset.warnings``), not an error: nnU-Net's
 own fingerprint and planning use the cases on disk, and ``max_cases`` subsets are deliberate.
 
-Files are read (autoloss/imagefiles.py) with the reader nnU-Net would pick (``reader_writer_registry``). Its SimpleITK reader is mirrored
-with SimpleITK itself (ImageIO named, not probed), its natural-image reader with PIL (what skimage.io uses); other
-readers (Tiff3DIO, Nibabel*, custom) run as nnU-Net's own classes. Image channels are only checked against their
+Files are read (autoloss/imagefiles.py) with the reader nnU-Net would pick (``reader_writer_registry``). Its
+SimpleITK reader is mirrored with SimpleITK itself (ImageIO named, not probed), its natural-image reader with
+PIL (what skimage.io uses); other readers (Tiff3DIO, Nibabel*, custom) run as nnU-Net's own classes. Image channels are only checked against their
 label, so only their headers are read (NIfTI dim/pixdim straight from the header). Arrays come in nnU-Net's axis
 order (z, y, x) / (y, x) with spacing in the same order. 2D natural images (PNG, BMP, TIF) get spacing (999, 1, 1)
 in nnU-Net; here they are 2D arrays with spacing (1, 1), so physical sizes equal pixel counts. JPEG is refused, as
 nnU-Net refuses it (lossy). Label files must hold non-negative integers declared in dataset.json.
-Limitation: image voxel data is not decoded, so an image truncated after an intact header is only caught by
+Limitation: image voxel data is not decoded, so an image truncated after an intact header, or NaN image values,
+are only caught by
 ``nnUNetv2_extract_fingerprint --verify_dataset_integrity``; a label is always decoded, an unreadable header too.
 """
 from __future__ import annotations

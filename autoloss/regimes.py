@@ -36,8 +36,8 @@ def load_thresholds(path: str | None = None) -> dict[str, float]:
     except (OSError, yaml.YAMLError) as exc:
         raise AutolossError(f"{file}: cannot read the regime thresholds ({exc})") from None
     if not isinstance(data, dict) or data.get("version") != 1:
-        raise AutolossError(f"{file}: unsupported regimes version {data.get('version') if isinstance(data, dict) else None!r} "
-                            "(expected 1)")
+        found = data.get("version") if isinstance(data, dict) else None
+        raise AutolossError(f"{file}: unsupported regimes version {found!r} (expected 1)")
     return {k: float(v) for k, v in data.items() if k != "version"}
 
 
@@ -67,7 +67,8 @@ def classify(c: dict[str, Any], dataset: dict[str, Any], path: str | None = None
     share = _median(c, "largest_object_share")
 
     if thick is not None and elong is not None and thick <= t["thin_voxels"] and elong >= t["elongated"]:
-        regime, why = "tubular", f"thickness {thick:.3g} vox <= {t['thin_voxels']:g}, elongation {elong:.3g} >= {t['elongated']:g}"
+        regime, why = "tubular", (f"thickness {thick:.3g} vox <= {t['thin_voxels']:g}, elongation {elong:.3g} >= "
+                                  f"{t['elongated']:g}")
     elif instances is not None and instances >= t["many_instances"]:
         regime, why = "many-instances", f"{instances:.3g} objects/case >= {t['many_instances']:g}"
     elif weighted is not None and weighted / image < t["small_object_fraction"]:

@@ -235,7 +235,8 @@ def write_labels_dataset(out_dir: str | Path, labels: Sequence[np.ndarray], *, d
         image = label.astype(np.float32) + rng.normal(0.0, 0.3, label.shape)
         if rgb:
             grey = np.clip(image * 80 + 60, 0, 255).astype(np.uint8)
-            Image.fromarray(np.stack([grey, 255 - grey, grey // 2], -1), "RGB").save(root / "imagesTr" / f"{cid}_0000.png")
+            rgb_image = Image.fromarray(np.stack([grey, 255 - grey, grey // 2], -1), "RGB")
+            rgb_image.save(root / "imagesTr" / f"{cid}_0000.png")
             Image.fromarray(label.astype(np.uint8)).save(root / "labelsTr" / f"{cid}.png")
             continue
         _write(label, root / "labelsTr" / f"{cid}{ending}", spacing, True)

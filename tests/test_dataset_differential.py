@@ -116,8 +116,9 @@ def make(tmp_path: Path, variant: str, cases: int = 3) -> Path:
         if ending == ".nii.gz":
             if variant == "nifti-non-integer-label" and i == 0:
                 label = label.astype(np.float32) * 0.5
-            if variant in ("nifti-4d-two-channels", "nifti-4d-declared-one"):  # one 4D file: channels first in array order, as nnU-Net reads it
-                img = sitk.GetImageFromArray(np.stack([np.stack([_grey(i)] * 4)] * 2).astype(np.float32), isVector=False)
+            if variant in ("nifti-4d-two-channels", "nifti-4d-declared-one"):  # one 4D file, channels first
+                arr = np.stack([np.stack([_grey(i)] * 4)] * 2).astype(np.float32)
+                img = sitk.GetImageFromArray(arr, isVector=False)
                 img.SetSpacing((0.8, 0.8, 2.0, 1.0))
                 sitk.WriteImage(img, str(img_dir / f"{cid}_0000{ending}"))
             for c in range(2 if variant == "nifti-two-channels" else 0 if "4d" in variant else 1):
@@ -169,7 +170,8 @@ def make(tmp_path: Path, variant: str, cases: int = 3) -> Path:
     return root
 
 
-GOOD = ["grey", "dataset-key", "rgb-one-file", "rgba-one-file", "rgb-split", "rgb-gap-in-names", "nifti", "nifti-two-channels"]
+GOOD = ["grey", "dataset-key", "rgb-one-file", "rgba-one-file", "rgb-split", "rgb-gap-in-names", "nifti",
+        "nifti-two-channels"]
 BAD = ["grey-declared-three", "rgb-declared-one", "rgb-plus-grey", "grey-alpha", "shape-mismatch",
        "undeclared-label", "labels-not-consecutive", "image-without-label", "nifti-spacing-mismatch",
        "nifti-4d-declared-one", "nifti-non-integer-label",
