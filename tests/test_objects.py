@@ -130,3 +130,27 @@ def test_prior_features_read_the_regime():
     assert f["regime"] == "tubular" and math.isclose(f["object_fraction"], 0.28)
     names = [r.spec.name for r in recommend_from_fingerprint(fp)]
     assert names[0] == "DiceCE" and not small_objects_boosted(fp)
+
+
+def test_thickness_is_sampled_on_at_most_100_cases_spread_evenly():
+    from autoloss.fingerprint import THICKNESS_CASES, thickness_sample
+
+    assert thickness_sample(7) == set(range(7))
+    many = thickness_sample(260)
+    assert len(many) == THICKNESS_CASES == 100 and {0, 259} <= many
+    gaps = np.diff(sorted(many))
+    assert gaps.min() >= 2 and gaps.max() <= 3
+
+
+def test_table_marks_absent_often_classes(tmp_path):
+    from rich.console import Console
+
+    from autoloss.fingerprint import fingerprint_table
+
+    labels = [discs((32, 32), 2, 3.0, seed=s) for s in range(2)] + [np.zeros((32, 32), np.uint8)]
+    fp = compute_fingerprint(read_dataset(write_labels_dataset(tmp_path, labels)), num_workers=1)
+    assert fp["classes"]["1"]["absent_often"] and fp["dataset"]["thickness_cases_measured"] == 3
+    console = Console(record=True, width=80)
+    console.print(fingerprint_table(fp))
+    text = console.export_text()
+    assert f"{fp['classes']['1']['regime']}*" in text and "* absent often" in text.replace("\n", " ")
