@@ -4,7 +4,8 @@ Regimes, tested in this order (the first that holds wins; thresholds and their r
 ``fingerprints/regimes.yaml``):
 
     tubular          thin (thickness <= thin_voxels) and elongated (skeleton length / thickness >= elongated)
-    many-instances   at least many_instances objects comparable to a typical one (autoloss.objects) per case
+    many-instances   at least many_instances objects comparable to a typical one (autoloss.objects) per case,
+                     or that many objects of any size with no main body (lesions of mixed sizes)
     small-objects    the component a typical voxel belongs to is under small_object_fraction of the image
     fragmented       a main body plus at least fragments_per_case minor components per case
     large-structure  everything else
@@ -64,6 +65,7 @@ def classify(c: dict[str, Any], dataset: dict[str, Any], path: str | None = None
     elong = _median(c, "elongation")
     instances = _median(c, "instances_per_case")
     fragments = _median(c, "fragments_per_case")
+    objects = _median(c, "objects_per_case")
     share = _median(c, "largest_object_share")
 
     if thick is not None and elong is not None and thick <= t["thin_voxels"] and elong >= t["elongated"]:
@@ -71,6 +73,10 @@ def classify(c: dict[str, Any], dataset: dict[str, Any], path: str | None = None
                                   f"{t['elongated']:g}")
     elif instances is not None and instances >= t["many_instances"]:
         regime, why = "many-instances", f"{instances:.3g} objects/case >= {t['many_instances']:g}"
+    elif (objects is not None and share is not None and objects >= t["many_instances"]
+          and share < t["main_body_share"]):
+        regime, why = ("many-instances", f"{objects:.3g} objects/case of mixed sizes >= {t['many_instances']:g}, "
+                       f"none holding {100 * t['main_body_share']:.0f} % of the class")
     elif weighted is not None and weighted / image < t["small_object_fraction"]:
         regime, why = ("small-objects", f"typical object {weighted:.3g} vox = {100 * weighted / image:.2g} % of the "
                        f"image < {100 * t['small_object_fraction']:g} %")

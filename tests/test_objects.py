@@ -154,3 +154,17 @@ def test_table_marks_absent_often_classes(tmp_path):
     console.print(fingerprint_table(fp))
     text = console.export_text()
     assert f"{fp['classes']['1']['regime']}*" in text and "* absent often" in text.replace("\n", " ")
+
+
+def test_lesions_of_mixed_sizes_without_a_main_body_are_many_instances(tmp_path):
+    label = np.zeros((256, 256), np.uint8)
+    for y, x, side in ((10, 10, 45), (10, 80, 32), (10, 140, 22)):
+        label[y:y + side, x:x + side] = 1
+    for k in range(20):  # 20 lesions of 7x7 on a grid, well apart
+        y, x = 100 + 30 * (k // 5), 20 + 40 * (k % 5)
+        label[y:y + 7, x:x + 7] = 1
+    fp = compute_fingerprint(read_dataset(write_labels_dataset(tmp_path, [label, label])), num_workers=1)
+    c = fp["classes"]["1"]
+    assert c["instances_per_case"]["median"] == 3 and c["fragments_per_case"]["median"] == 20
+    assert c["largest_object_share"]["median"] == pytest.approx(2025 / 4513)
+    assert c["regime"] == "many-instances", c["regime_evidence"]
