@@ -98,6 +98,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                        workers=args.workers, ray_address=args.ray_address, gpus_per_trial=args.gpus_per_trial,
                        cpus_per_trial=args.cpus_per_trial,
                        retry_failed=args.retry_failed, preprocess_processes=args.num_workers,
+                       memory=not args.no_memory,
                        confirm=ConfirmSettings(enabled=not args.no_confirm, top=args.confirm_top,
                                                folds=tuple(args.confirm_folds) if args.confirm_folds else None,
                                                epochs=args.confirm_epochs))
@@ -231,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, help="default 1 when GPUs are visible")
     p.add_argument("--cpus-per-trial", type=int, help="CPU threads per trial (default: cores / workers)")
     p.add_argument("--retry-failed", action="store_true", help="re-run a trial whose worker died")
+    p.add_argument("--no-memory", action="store_true",
+                   help="no warm start from similar recorded datasets, and write no knowledge record")
     p.add_argument("-j", "--num-workers", type=int, default=None, help="nnU-Net preprocessing processes")
     p.set_defaults(func=cmd_search)
 
@@ -257,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install-into-nnunet", action="store_true",
                    help="also copy the file into nnunetv2's trainer folder (for versions without nnUNet_extTrainer)")
     p.set_defaults(func=cmd_export)
+    from autoloss.knowledge.cli import add_knowledge_parser
+    add_knowledge_parser(sub)
     return parser
 
 

@@ -2,28 +2,27 @@
 
 Case discovery mirrors ``nnunetv2.utilities.utils.get_filenames_of_train_images_and_targets``: a ``dataset`` dict
 in dataset.json (case -> images, label; relative paths resolved against the dataset folder, ``$VARS`` expanded)
-wins; otherwise every ``labelsTr/CASE<file_ending>`` needs ``imagesTr/CASE_XXXX<file_ending>`` per channel.
+wins; otherwise every ``labelsTr/CASE<file_ending>`` needs its ``imagesTr/CASE_XXXX<file_ending>`` files, which
+together hold the declared channels: one file per channel, or one RGB/RGBA natural image holding 3/4 of them.
 A ``numTraining`` that disagrees with the cases found is a warning (``Dataset.warnings``), not an error: nnU-Net's
 own fingerprint and planning use the cases on disk, and ``max_cases`` subsets are deliberate.
 
-Files are read with the reader nnU-Net would pick (``reader_writer_registry``). Its SimpleITK reader is mirrored
-with SimpleITK itself (ImageIO named, not probed), its natural-image reader with PIL (what skimage.io uses); other
-readers (Tiff3DIO, Nibabel*, custom) run as nnU-Net's own classes. Image channels are only checked against their
+Files are read (autoloss/imagefiles.py) with the reader nnU-Net would pick (``reader_writer_registry``). Its
+SimpleITK reader is mirrored with SimpleITK itself (ImageIO named, not probed), its natural-image reader with
+PIL (what skimage.io uses); other readers (Tiff3DIO, Nibabel*, custom) run as nnU-Net's own classes. Image channels are only checked against their
 label, so only their headers are read (NIfTI dim/pixdim straight from the header). Arrays come in nnU-Net's axis
 order (z, y, x) / (y, x) with spacing in the same order. 2D natural images (PNG, BMP, TIF) get spacing (999, 1, 1)
 in nnU-Net; here they are 2D arrays with spacing (1, 1), so physical sizes equal pixel counts. JPEG is refused, as
 nnU-Net refuses it (lossy). Label files must hold non-negative integers declared in dataset.json.
-Limitation: image voxel data is not decoded, so an image truncated after an intact header is only caught by
+Limitation: image voxel data is not decoded, so an image truncated after an intact header, or NaN image values,
+are only caught by
 ``nnUNetv2_extract_fingerprint --verify_dataset_integrity``; a label is always decoded, an unreadable header too.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from autoloss.errors import AutolossError
+from autoloss.imagefiles import (NATURAL_READER, SITK_READER, ImageHeader, _read_label_array, _sitk_header,
+                                 read_image_header)
 
-NATURAL_READER = "NaturalImage2DIO"
-SITK_READER = "SimpleITKIO"
 _DATASET_DIR = re.compile(r"^Dataset(\d{3,})_(.+)$")
 
 
@@ -42,12 +41,6 @@ class Case:
     identifier: str
     images: list[Path]
     label: Path
-
-
-@dataclass
-class ImageHeader:
-    shape: tuple[int, ...]       # array order: (z, y, x) or (y, x); channels of a 4D file are dropped
-    spacing: tuple[float, ...]   # same order as shape
 
 
 @dataclass
@@ -169,6 +162,10 @@ def _parse_labels(labels: dict, dj_path: Path) -> tuple[list[int], int | None, b
             raise AutolossError(f"{dj_path}: the ignore label must be the highest label value ({max(values) + 1}), "
                                 f"got {ignore} (nnU-Net requires this)")
         values.add(ignore)
+    if sorted(values) != list(range(len(values))):
+        gaps = sorted(set(range(max(values) + 1)) - values)
+        raise AutolossError(f"{dj_path}: label values must be consecutive 0, 1, 2, ... (nnU-Net requires it); "
+                            f"missing {gaps}")
     return sorted(values), ignore, has_regions
 
 
@@ -206,15 +203,47 @@ def _discover_cases(root: Path, dj: dict, ending: str) -> list[Case]:
     if unlabelled:
         raise AutolossError(f"{labels_dir / (unlabelled[0] + ending)}: missing label for image case "
                             f"{unlabelled[0]} ({len(unlabelled)} case(s) without label); add it or remove the images")
+    # As nnU-Net: a case's images are all files CASE_XXXX<ending>, sorted. One file may hold several channels
+    # (RGB PNG, 4D NIfTI), so the channel count is checked against the files' headers (_check_channels).
+    by_case: dict[str, list[str]] = {}
+    for name in sorted(image_files):
+        m = pattern.match(name)
+        if m:
+            by_case.setdefault(m.group(1), []).append(name)
     cases = []
     for cid in label_ids:
-        names = [f"{cid}_{c:04d}{ending}" for c in channels]
-        for n in names:
-            if n not in image_files:
-                raise AutolossError(f"{images_dir / n}: missing channel file for case {cid} "
-                                    f"(channel_names declares {len(channels)} channel(s))")
+        names = by_case.get(cid, [])  # none: check_channels names the missing file
         cases.append(Case(cid, [images_dir / n for n in names], labels_dir / f"{cid}{ending}"))
     return cases
+
+
+def check_channels(case: Case, dataset: Dataset, headers: list[ImageHeader] | None = None) -> None:
+    """The case's image files must hold exactly the declared channels, the same number in each file (nnU-Net
+    stacks the files of a case and counts the channels of the stack)."""
+    declared = len(dataset.channel_names)
+    if headers is None:
+        if len(case.images) == declared and dataset.reader not in (SITK_READER, NATURAL_READER):
+            return  # no header-only path for other readers: check_case_geometry counts them when it reads
+        headers = [read_image_header(f, dataset.reader) for f in case.images]
+    counts = [h.channels for h in headers]
+    if dataset.reader == SITK_READER and max(counts, default=1) > 1:
+        f = case.images[counts.index(max(counts))]
+        raise AutolossError(f"{f}: a 4D file holding {max(counts)} channels; nnU-Net's integrity check refuses "
+                            "multi-channel files (its origin check fails on them): save each channel as its own "
+                            f"file {case.identifier}_XXXX{dataset.file_ending}")
+    total = sum(counts)
+    if total < declared and all(c == 1 for c in counts):
+        have = {f.name for f in case.images}
+        names = (f"{case.identifier}_{c:04d}{dataset.file_ending}" for c in range(declared))
+        missing = next(n for n in names if n not in have)
+        folder = case.images[0].parent if case.images else dataset.root / "imagesTr"
+        raise AutolossError(f"{folder / missing}: missing channel file for case {case.identifier} "
+                            f"(channel_names declares {declared} channel(s), its file(s) hold {total})")
+    if total != declared or len(set(counts)) > 1:
+        files = ", ".join(f"{f.name}: {c}" for f, c in zip(case.images, counts))
+        raise AutolossError(f"case {case.identifier}: its image files hold {total} channel(s) ({files}) but "
+                            f"channel_names declares {declared}" + ("; the files of a case must all have the same "
+                            "channel count" if len(set(counts)) > 1 else "") + " (as nnU-Net requires)")
 
 
 def _pick_reader(dj: dict, example: Path) -> str:
@@ -253,137 +282,21 @@ def read_dataset(arg: str | Path, max_cases: int | None = None) -> Dataset:
         raise AutolossError(f"--max-cases must be at least 1, got {max_cases}")
     cases = cases[:max_cases]
     m = _DATASET_DIR.match(root.name)
-    return Dataset(root=root, id=int(m.group(1)) if m else None, name=root.name, dataset_json=dj,
+    ds = Dataset(root=root, id=int(m.group(1)) if m else None, name=root.name, dataset_json=dj,
                    channel_names={str(k): v for k, v in dj["channel_names"].items()}, labels=dict(dj["labels"]),
                    file_ending=ending, ignore_label=ignore, has_regions=has_regions, label_values=values,
                    cases=cases, num_training=num_training, regions_class_order=dj.get("regions_class_order"),
-                   reader=_pick_reader(dj, cases[0].images[0]), warnings=warnings)
-
-
-# ---------------------------------------------------------------- file reading
-
-# Naming the ImageIO skips ITK's probe of every registered format (about 1 ms a file).
-_SITK_IO = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
-            ".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".gipl": "GiplImageIO", ".png": "PNGImageIO",
-            ".bmp": "BMPImageIO", ".tif": "TIFFImageIO", ".tiff": "TIFFImageIO"}
-
-
-def _sitk_error(path: Path, e: Exception) -> AutolossError:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    detail = next((ln.split("sitk::ERROR:")[-1].strip() for ln in lines if "sitk::ERROR" in ln), "")
-    return AutolossError(f"{path}: cannot be read ({(detail or type(e).__name__)[:160]}); the file is truncated "
-                         "or not a valid image, re-export it")
-
-
-def _sitk_run(path: Path, header_only: bool):
-    """Run a SimpleITK reader on ``path`` with the ImageIO named by its ending (auto-detection as fallback)."""
-    import SimpleITK as sitk
-
-    io = next((v for k, v in _SITK_IO.items() if path.name.lower().endswith(k)), None)
-    for named in ([io] if io else []) + [None]:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        if named:
-            reader.SetImageIO(named)
-        try:
-            return reader, (reader.ReadImageInformation() if header_only else reader.Execute())
-        except RuntimeError as e:
-            error = e
-    raise _sitk_error(path, error) from None
-
-
-def _sitk_header(path: Path) -> ImageHeader:
-    reader, _ = _sitk_run(path, header_only=True)
-    shape, spacing = tuple(reader.GetSize())[::-1], tuple(abs(s) for s in reader.GetSpacing())[::-1]
-    if len(shape) == 4:  # 4D file: several channels in one file, channel axis first in array order
-        shape, spacing = shape[1:], spacing[1:]
-    return ImageHeader(tuple(int(s) for s in shape), spacing)
-
-
-def _nifti_header(path: Path) -> ImageHeader | None:
-    """dim/pixdim straight from a NIfTI-1/2 header: ITK's ReadImageInformation decodes far more (about 5 ms
-    against 0.15 ms here). None when the header is not plain NIfTI, so SimpleITK decides (and names the error)."""
-    try:
-        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
-            raw = f.read(540)
-    except (OSError, EOFError, zlib.error):
-        return None
-    for e in "<>":
-        if len(raw) >= 348 and struct.unpack(e + "i", raw[:4])[0] == 348:
-            dim, pix = struct.unpack(e + "8h", raw[40:56]), struct.unpack(e + "8f", raw[76:108])
-            break
-        if len(raw) >= 540 and struct.unpack(e + "i", raw[:4])[0] == 540:
-            dim, pix = struct.unpack(e + "8q", raw[16:80]), struct.unpack(e + "8d", raw[104:168])
-            break
-    else:
-        return None
-    n = min(dim[0], 3)  # a 4th dim holds channels, as in nnU-Net's SimpleITKIO
-    if dim[0] not in (2, 3, 4) or any(d < 1 for d in dim[1:n + 1]):
-        return None
-    return ImageHeader(tuple(int(d) for d in dim[1:n + 1])[::-1], tuple(abs(float(p)) for p in pix[1:n + 1])[::-1])
-
-
-def _pil_open(path: Path):
-    from PIL import Image
-
-    return Image.open(path)  # lazy: decodes the header only
-
-
-def read_image_header(path: Path | str, reader: str = SITK_READER) -> ImageHeader:
-    """Shape and spacing of an image without its voxels (SimpleITK / natural-image readers); other nnU-Net
-    readers have no header-only path, so the image is read with nnU-Net's class."""
-    path = Path(path)
-    if reader == SITK_READER:
-        header = _nifti_header(path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
-        return header or _sitk_header(path)
-    if reader == NATURAL_READER:
-        try:
-            with _pil_open(path) as im:
-                return ImageHeader((im.size[1], im.size[0]), (1.0, 1.0))
-        except Exception:  # PIL cannot parse it: let nnU-Net's own reader try (and name the error)
-            pass
-    arr, spacing = _read_with_nnunet(path, reader, seg=False)
-    return ImageHeader(arr.shape, spacing)
-
-
-def _read_with_nnunet(path: Path, reader: str, seg: bool) -> tuple[np.ndarray, tuple[float, ...]]:
-    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
-
-    try:
-        rw = recursive_find_reader_writer_by_name(reader)()
-        arr, props = rw.read_seg(str(path)) if seg else rw.read_images([str(path)])
-    except Exception as e:  # nnU-Net readers raise anything from assert to OSError
-        raise AutolossError(f"{path}: cannot be read by nnU-Net's {reader} ({str(e).strip()[:160] or type(e).__name__})"
-                            "; the file is truncated or not a valid image, re-export it") from None
-    if seg and arr.shape[0] != 1:
-        raise AutolossError(f"{path}: a label file must be single-channel (this one has {arr.shape[0]} channels); "
-                            "save it as one grey/integer channel")
-    arr, spacing = arr[0], tuple(float(s) for s in props["spacing"])
-    if arr.shape[0] == 1 and spacing[0] >= 999:  # nnU-Net's 2D convention (1, y, x) with a dummy 999 spacing
-        return arr[0], (1.0, 1.0) if reader == NATURAL_READER else spacing[1:]
-    return arr, spacing
-
-
-def _read_label_array(path: Path, reader: str) -> tuple[np.ndarray, tuple[float, ...]]:
-    if reader == NATURAL_READER:
-        try:
-            with _pil_open(path) as im:
-                bands, arr = len(im.getbands()), np.array(im)
-        except Exception:  # not decodable by PIL (or truncated): nnU-Net's reader has the last word
-            return _read_with_nnunet(path, reader, seg=True)
-        if bands != 1 or im.mode == "P" or arr.ndim != 2:
-            raise AutolossError(f"{path}: a label file must be single-channel grey values (this one is PIL mode "
-                                f"{im.mode}); save it as 8/16-bit greyscale")
-        return arr, (1.0, 1.0)
-    if reader != SITK_READER:
-        return _read_with_nnunet(path, reader, seg=True)
-    import SimpleITK as sitk
-
-    _, img = _sitk_run(path, header_only=False)
-    if img.GetNumberOfComponentsPerPixel() != 1 or img.GetDimension() > 3:
-        raise AutolossError(f"{path}: a label file must be a single-channel 2D or 3D image (this one has "
-                            f"{img.GetNumberOfComponentsPerPixel()} component(s), {img.GetDimension()} dims)")
-    return sitk.GetArrayFromImage(img), tuple(abs(s) for s in img.GetSpacing())[::-1]
+                   reader=SITK_READER, warnings=warnings)
+    example = next((c.images[0] for c in cases if c.images), None)
+    if example is None:
+        raise AutolossError(f"{root / 'imagesTr' / (cases[0].identifier + '_0000' + ending)}: missing channel file "
+                            f"for case {cases[0].identifier} (no image files at all)")
+    ds.reader = _pick_reader(dj, example)
+    declared = len(ds.channel_names)
+    for case in ds.cases:  # cheap: headers only where the file count alone does not settle it (RGB, 4D files)
+        if len(case.images) != declared or case is ds.cases[0]:
+            check_channels(case, ds)
+    return ds
 
 
 def _as_integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -422,8 +335,9 @@ def check_case_geometry(case: Case, dataset: Dataset, shape: tuple[int, ...] | N
     if dataset.reader in (SITK_READER, NATURAL_READER) or shape is None:
         ref = read_image_header(case.label, dataset.reader)
         shape, spacing = ref.shape, ref.spacing
-    for img in case.images:
-        h = read_image_header(img, dataset.reader)
+    headers = [read_image_header(img, dataset.reader) for img in case.images]
+    check_channels(case, dataset, headers)
+    for img, h in zip(case.images, headers):
         if tuple(h.shape) != tuple(shape):
             raise AutolossError(f"case {case.identifier}: image {img.name} has shape {list(h.shape)} but label "
                                 f"{case.label.name} has {list(shape)}; image and label must cover the same grid")

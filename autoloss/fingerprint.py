@@ -1,4 +1,5 @@
-"""Dataset fingerprint: per-class label statistics (fractions, objects, sizes, absence, boundary, extent).
+"""Dataset fingerprint: per-class label statistics (fractions, objects, sizes, absence, boundary, extent), the
+fragment-proof object figures and thickness of autoloss.objects, and a regime per class (autoloss.regimes).
 
 Per case, only the label is decoded; image channels are checked from their headers (shape, spacing). One
 multi-label ``cc3d.connected_components`` pass (26-connectivity in 3D, 8 in 2D) plus ``cc3d.statistics`` gives
@@ -7,9 +8,12 @@ voxels of all classes at once (a class voxel is on the boundary when a 6-/4-neig
 lies on the image border, i.e. what ``binary_erosion`` with ``border_value=0`` removes). Cases run in a process
 pool with a bounded window of chunks in flight, so memory stays at a few labels per worker.
 
-Region-based datasets (labels mapping to lists) are measured per declared label VALUE; a value's name is the
-label that maps to exactly that value, else ``label_<v>``. The ignore label is not a class. 2D natural images
-(PNG, ...) have no physical spacing: spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
+Region-based datasets (labels mapping to lists) are measured per REGION, as nnU-Net trains them (one sigmoid
+output per region, the union of its values): classes keyed "1".."n" in dataset.json order, named by their key,
+``label`` the list of values; each region gets its own connected-components pass. The ignore label is not a
+class, and fractions are over annotated (non-ignore) voxels. Thickness is measured on at most THICKNESS_CASES
+cases, evenly spread (``thickness_cases_measured``). 2D natural images (PNG, ...) have no physical spacing:
+spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
 """
 from __future__ import annotations
 
@@ -29,9 +33,12 @@ import numpy as np
 
 from autoloss.dataset import Case, Dataset, check_case_geometry, check_label_values, read_label
 from autoloss.errors import AutolossError
+from autoloss.objects import INSTANCE_SHARE, coarse_stride, component_stats, elongation, thickness_stats
+from autoloss.regimes import classify
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 _STAT_KEYS = ("mean", "median", "min", "max", "p05", "p95")
+THICKNESS_CASES = 100
 
 
 def _boundary_mask(arr: np.ndarray) -> np.ndarray:
@@ -58,13 +65,49 @@ def _bincount(flat: np.ndarray, length: int, chunk: int = 1 << 24) -> np.ndarray
     return out
 
 
-def measure_case(case: Case, ds: Dataset) -> dict[str, Any]:
-    """Per-class raw measurements of one case (validated: integer, declared values, matching geometry)."""
+def class_definitions(ds: Dataset) -> list[dict[str, Any]]:
+    """The classes a network learns: one per label value, or with region labels (lists) one per region (a
+    sigmoid output over the union of its values), keyed "1", "2", ... in dataset.json order and named by it."""
+    if not ds.has_regions:
+        return [{"key": str(v), "name": _class_name(ds.labels, v), "label": int(v), "members": (int(v),)}
+                for v in ds.foreground_values]
+    out = []
+    for name, v in ds.labels.items():
+        members = tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+        if name in ("background", "ignore") or members == (0,):
+            continue
+        out.append({"key": str(len(out) + 1), "name": name, "label": list(members), "members": members})
+    return out
+
+
+def _class_measures(sizes: np.ndarray, ids: np.ndarray, labels: np.ndarray, bbox: tuple[slice, ...] | None,
+                    boundary: int, spacing, thickness: bool) -> dict[str, Any]:
+    """One class in one case from its components (``sizes``, their ``ids`` in the component image ``labels``).
+    Thickness is measured on the instances only (components comparable to a typical one): specks beside a body
+    are one voxel thick and would make any blob look thin."""
+    stats = component_stats(sizes)
+    entry = {"count": int(sizes.sum()), "objects": sizes, "boundary": boundary,
+             "bbox": math.prod(b.stop - b.start for b in bbox) if bbox else 0, **stats}
+    if thickness and sizes.size:
+        keep = ids[sizes >= INSTANCE_SHARE * stats["weighted"]]
+        stride = coarse_stride(boundary / entry["count"], labels.ndim)
+        entry.update(thickness_stats(np.isin(labels[bbox], keep), spacing, stride))
+    return entry
+
+
+def _bbox(coords) -> tuple[slice, ...]:
+    return tuple(slice(int(c.min()), int(c.max()) + 1) for c in coords)
+
+
+def measure_case(case: Case, ds: Dataset, thickness: bool = True) -> dict[str, Any]:
+    """Per-class raw measurements of one case (validated: integer, declared values, matching geometry).
+    ``thickness`` adds the skeleton figures (autoloss.objects), the only costly part."""
     import cc3d
 
     arr, spacing = read_label(case, ds, check_values=False)
     check_case_geometry(case, ds, arr.shape, spacing)
-    cc, n = cc3d.connected_components(arr, connectivity=26 if arr.ndim == 3 else 8, return_N=True)
+    conn = 26 if arr.ndim == 3 else 8
+    cc, n = cc3d.connected_components(arr, connectivity=conn, return_N=True)
     sizes = _bincount(cc.ravel(), n + 1)
     # Every component, and every value present, has boundary voxels (its extreme voxels touch another value or
     # the border), so the few boundary voxels carry all we need: each component's class, the values present,
@@ -75,18 +118,27 @@ def measure_case(case: Case, ds: Dataset) -> dict[str, Any]:
     comp_class[cc.ravel()[where]] = values
     boundary = np.bincount(values, minlength=int(values.max(initial=0)) + 1)
     check_label_values(np.flatnonzero(boundary), ds, case.label)
+    # Statistics are over annotated voxels: the ignore label's voxels are neither class nor background.
+    ignored = int(sizes[1:][comp_class[1:] == ds.ignore_label].sum()) if ds.ignore_label is not None else 0
     classes = {}
-    for v in ds.foreground_values:
-        obj = sizes[1:][comp_class[1:] == v]
-        count = int(obj.sum())
-        bbox = 0
-        if count:
-            coords = np.unravel_index(where[values == v], arr.shape)
-            bbox = math.prod(int(c.max() - c.min() + 1) for c in coords)
-        classes[v] = {"count": count, "objects": obj, "bbox": bbox,
-                      "boundary": int(boundary[v]) if v < len(boundary) else 0}
-    return {"id": case.identifier, "shape": arr.shape, "spacing": spacing, "voxels": int(arr.size),
-            "classes": classes}
+    for c in class_definitions(ds):
+        if not ds.has_regions:
+            v = c["members"][0]
+            ids = np.flatnonzero(comp_class[1:] == v) + 1
+            box = _bbox(np.unravel_index(where[values == v], arr.shape)) if ids.size else None
+            classes[c["key"]] = _class_measures(sizes[ids], ids, cc, box, int(boundary[v]) if v < len(boundary)
+                                                else 0, spacing, thickness)
+            continue
+        mask = np.isin(arr, c["members"])  # a region is the union of its values
+        rcc, rn = cc3d.connected_components(mask, connectivity=conn, return_N=True)
+        obj = _bincount(rcc.ravel(), rn + 1)[1:]
+        rb = np.flatnonzero(_boundary_mask(mask) & mask)
+        box = _bbox(np.unravel_index(rb, arr.shape)) if rb.size else None
+        classes[c["key"]] = _class_measures(obj, np.arange(1, rn + 1), rcc, box, int(rb.size), spacing, thickness)
+        del rcc, mask
+    foreground = int(sizes[1:].sum()) - ignored  # cc3d leaves 0 (background) unlabelled
+    return {"id": case.identifier, "shape": arr.shape, "spacing": spacing, "voxels": int(arr.size) - ignored,
+            "all_voxels": int(arr.size), "foreground": foreground, "classes": classes}
 
 
 # ---------------------------------------------------------------- parallel driver
@@ -102,8 +154,16 @@ def _init_worker(ds: Dataset) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one process per core already
 
 
-def _measure_chunk(cases: list[Case]) -> list[dict[str, Any]]:
-    return [measure_case(c, _WORKER_DS) for c in cases]
+def thickness_sample(n: int) -> set[int]:
+    """Indices of the cases whose thickness is measured: all up to THICKNESS_CASES, else that many evenly spread
+    (thickness is a shape property of the class; a hundred cases pin its median down)."""
+    if n <= THICKNESS_CASES:
+        return set(range(n))
+    return {int(i) for i in np.linspace(0, n - 1, THICKNESS_CASES).round()}
+
+
+def _measure_chunk(cases: list[tuple[Case, bool]]) -> list[dict[str, Any]]:
+    return [measure_case(c, _WORKER_DS, t) for c, t in cases]
 
 
 def _start_method() -> str | None:
@@ -115,11 +175,12 @@ def _start_method() -> str | None:
 
 
 def _measure_all(ds: Dataset, workers: int, on_done, start_method: str | None) -> list[dict[str, Any]]:
-    cases = ds.cases
+    sample = thickness_sample(len(ds.cases))
+    cases = [(c, i in sample) for i, c in enumerate(ds.cases)]
     if workers <= 1 or len(cases) < 4:
         out = []
-        for c in cases:
-            out.append(measure_case(c, ds))
+        for c, t in cases:
+            out.append(measure_case(c, ds, t))
             on_done(1)
         return out
     # Chunks amortise the per-task cost on many small cases; a window of 2 chunks per worker bounds memory.
@@ -165,6 +226,10 @@ def _stats(values) -> dict[str, float | None]:
             "p05": float(p05), "p95": float(p95)}
 
 
+def _num(x) -> float | None:
+    return None if x is None else float(x)
+
+
 def _class_name(labels: dict, value: int) -> str:
     for name, v in labels.items():
         if name == "ignore":
@@ -181,16 +246,17 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
         raise AutolossError(f"{ds.root}: cases mix 2D and 3D labels (e.g. {first[2]} is 2D, {first[3]} is 3D); "
                             "all cases of a dataset must have the same dimensionality")
     dim = dims.pop()
+    defs = class_definitions(ds)
     spacings = np.array([c["spacing"] for c in cases], np.float64)
     shapes = np.array([c["shape"] for c in cases], np.int64)
     med_spacing = np.median(spacings, 0)
     voxel_volume = np.prod(spacings, 1)
     voxels = np.array([c["voxels"] for c in cases], np.float64)
-    fg_total = np.array([sum(v["count"] for v in c["classes"].values()) for c in cases], np.float64)
+    fg_total = np.array([c["foreground"] for c in cases], np.float64)
     has_fg = fg_total > 0
     info = {
         "name": ds.name, "id": ds.id, "path": str(ds.root), "num_cases": ds.num_training,
-        "num_cases_measured": len(cases), "num_classes": len(ds.foreground_values), "dim": dim,
+        "num_cases_measured": len(cases), "num_classes": len(defs), "dim": dim,
         "channels": dict(ds.channel_names), "modality": [ds.channel_names[k] for k in sorted(ds.channel_names, key=int)],
         "file_ending": ds.file_ending,
         "spacing_median": [float(s) for s in med_spacing], "spacing_min": [float(s) for s in spacings.min(0)],
@@ -200,18 +266,25 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
         "shape_min": [int(s) for s in shapes.min(0)], "shape_max": [int(s) for s in shapes.max(0)],
         "has_regions": ds.has_regions, "ignore_label": ds.ignore_label,
         "voxel_volume_unit": "mm^2" if dim == 2 else "mm^3",
+        "thickness_cases_measured": len(thickness_sample(len(cases))),
     }
     classes = {}
-    for v in ds.foreground_values:
-        counts = np.array([c["classes"][v]["count"] for c in cases], np.float64)
+    for d in defs:
+        per = [c["classes"][d["key"]] for c in cases]
+        counts = np.array([p["count"] for p in per], np.float64)
         present = counts > 0
-        objects = [c["classes"][v]["objects"] for c in cases]
+        objects = [p["objects"] for p in per]
         sizes = np.concatenate(objects) if objects else np.zeros(0)
         physical = np.concatenate([o * vv for o, vv in zip(objects, voxel_volume)]) if objects else np.zeros(0)
-        boundary = np.array([c["classes"][v]["boundary"] for c in cases], np.float64)
-        bbox = np.array([c["classes"][v]["bbox"] for c in cases], np.float64)
-        classes[str(v)] = {
-            "name": _class_name(ds.labels, v), "label": int(v),
+        boundary = np.array([p["boundary"] for p in per], np.float64)
+        bbox = np.array([p["bbox"] for p in per], np.float64)
+        all_voxels = np.array([c["all_voxels"] for c in cases], np.float64)
+        here = [(p, vv) for p, vv in zip(per, voxel_volume) if p["count"]]
+        thick = [(p, vv) for p, vv in here if p.get("thickness") is not None]
+        major_sizes = np.concatenate([np.asarray(p["major_sizes"], np.float64) for p, _ in here] or [np.zeros(0)])
+        p10, p50, p90 = np.percentile(major_sizes, [10, 50, 90]) if major_sizes.size else (None,) * 3
+        entry = {
+            "name": d["name"], "label": d["label"],
             "voxel_fraction": _stats(counts / voxels),
             "foreground_share": _stats(counts[has_fg] / fg_total[has_fg]),
             "objects_per_case": _stats([len(o) for o in objects]),
@@ -219,8 +292,23 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
             "object_size_physical": _stats(physical),
             "absent_fraction": float(1.0 - present.mean()),
             "boundary_to_volume": _stats(boundary[present] / counts[present]),
-            "bbox_extent": _stats(bbox[present] / voxels[present]),
+            "bbox_extent": _stats(bbox[present] / all_voxels[present]),
+            # Fragment-proof figures (autoloss.objects), over the cases where the class is present.
+            "object_size_weighted_voxels": _stats([p["weighted"] for p, _ in here]),
+            "object_size_weighted_mm": _stats([p["weighted"] * vv for p, vv in here]),
+            "largest_object_share": _stats([p["largest_share"] for p, _ in here]),
+            "major_objects_per_case": _stats([p["major"] for p, _ in here]),
+            "instances_per_case": _stats([p["instances"] for p, _ in here]),
+            "fragments_per_case": _stats([p["n_objects"] - p["instances"] for p, _ in here]),
+            "major_object_size_voxels": {"p10": _num(p10), "p50": _num(p50), "p90": _num(p90)},
+            "thickness_voxels": _stats([p["thickness"] for p, _ in thick]),
+            "thickness_mm": _stats([p["thickness_mm"] for p, _ in thick]),
+            "skeleton_ratio": _stats([p["skeleton_ratio"] for p, _ in thick]),
+            "elongation": _stats([elongation(p["weighted"], p["thickness"], p["skeleton_ratio"]) for p, _ in thick]),
         }
+        verdict = classify(entry, info)
+        classes[d["key"]] = {"regime": verdict["regime"], "regime_evidence": verdict["evidence"],
+                             "absent_often": verdict["absent_often"], **entry}
     return info, classes
 
 
@@ -281,25 +369,36 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{x:.3g}" if abs(x) < 1e5 else f"{x:.3e}"
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else "0 %" if x == 0 else f"{100 * x:.2g} %"
+
+
 def fingerprint_table(fp: dict):
-    """A rich Table of the fingerprint for the CLI: one row per class, the dataset in the title and caption."""
+    """A rich Table of the fingerprint for the CLI, sized for 80 columns: one row per class, regime first; the
+    dataset in the title and caption. Every other figure is in the JSON (--json / -o)."""
+    from rich import box
     from rich.table import Table
 
     d = fp["dataset"]
     title = (f"{d['name']}: {d['dim']}D, {d['num_cases_measured']}/{d['num_cases']} cases, "
              f"{d['num_classes']} class(es), {', '.join(d['modality'])}")
-    caption = (f"median shape {d['shape_median']}, median spacing {[round(s, 3) for s in d['spacing_median']]}, "
-               f"anisotropy {_fmt(d['anisotropy'])}" + (", region labels" if d["has_regions"] else "")
+    caption = (f"median shape {d['shape_median']}, spacing {[round(s, 3) for s in d['spacing_median']]}"
+               + (", region labels" if d["has_regions"] else "")
                + (f", ignore label {d['ignore_label']}" if d["ignore_label"] is not None else "")
+               + "; objects: per case, comparable objects (+ fragments); size: voxels of the object a typical "
+               "voxel belongs to; thick: skeleton thickness (voxels)"
                + (f"; {fp['timing']['seconds']:.2f} s on {fp['timing']['workers']} worker(s)" if "timing" in fp else ""))
-    table = Table(title=title, caption=caption)
-    for col in ("label", "name", "voxel fraction", "fg share", "objects/case", "object size (vox)",
-                f"object size ({d['voxel_volume_unit']})", "absent", "boundary/volume", "bbox extent"):
-        table.add_column(col, justify="left" if col in ("name",) else "right")
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in ("class", "regime", "fraction", "objects", "size", "thick", "absent"):
+        table.add_column(col, justify="left" if col in ("class", "regime") else "right",
+                         no_wrap=True, overflow="ellipsis", max_width=16 if col == "class" else None)
     for key, c in sorted(fp["classes"].items(), key=lambda kv: int(kv[0])):
-        table.add_row(key, c["name"], _fmt(c["voxel_fraction"]["mean"], True),
-                      _fmt(c["foreground_share"]["mean"], True), _fmt(c["objects_per_case"]["median"]),
-                      _fmt(c["object_size_voxels"]["median"]), _fmt(c["object_size_physical"]["median"]),
-                      _fmt(c["absent_fraction"], True), _fmt(c["boundary_to_volume"]["median"]),
-                      _fmt(c["bbox_extent"]["median"], True))
+        inst, frag = c["instances_per_case"]["median"], c["fragments_per_case"]["median"]
+        objects = "-" if inst is None else f"{inst:.3g}" + (f" (+{frag:.3g})" if frag else "")
+        regime = c["regime"] + ("*" if c["absent_often"] and c["regime"] != "absent" else "")
+        table.add_row(c["name"], regime, _pct(c["voxel_fraction"]["mean"]), objects,
+                      _fmt(c["object_size_weighted_voxels"]["median"]), _fmt(c["thickness_voxels"]["median"]),
+                      _pct(c["absent_fraction"]))
+    if any(c["absent_often"] for c in fp["classes"].values()):
+        table.caption += "; * absent often"
     return table

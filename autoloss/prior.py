@@ -29,7 +29,8 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "fingerprints"
 RULES_FILE = DATA_DIR / "prior_rules.yaml"
 # The study's table names distance-penalised CE "pCE"; the registry calls it DPCE.
 TABLE_NAMES = {"pCE": "DPCE"}
-OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+       "!=": operator.ne}
 BOUNDARY_TERMS = {"DiceHD": "hd", "DiceBD": "bd"}
 
 
@@ -89,8 +90,11 @@ def _stat(entry: dict[str, Any] | None, key: str = "median") -> float | None:
     return None if value is None else float(value)
 
 
-def class_features(fingerprint: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The per-class features the rules test (see the header of prior_rules.yaml)."""
+def class_features(fingerprint: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-class features the rules test (see the header of prior_rules.yaml). The regime is the
+    fingerprint's own, or decided by autoloss.regimes from the figures given (hand-made fingerprints)."""
+    from autoloss.regimes import classify
+
     ds = fingerprint["dataset"]
     image_voxels = math.prod(ds.get("shape_median") or [1])
     features = {}
@@ -99,24 +103,21 @@ def class_features(fingerprint: dict[str, Any]) -> dict[str, dict[str, float]]:
         if absent >= 1.0:
             continue  # never present: nothing to learn, nothing to recommend for
         mean_fraction = _stat(c.get("voxel_fraction"), "mean") or 0.0
-        object_size = _stat(c.get("object_size_voxels")) or 0.0
+        # The object a typical voxel belongs to (sum s^2 / sum s), not the median component: specks beside a
+        # body would make the median a speck.
+        object_size = _stat(c.get("object_size_weighted_voxels")) or 0.0
         features[c.get("name") or f"label_{label}"] = {
             "fraction": mean_fraction / max(1.0 - absent, 1e-9),
             "object_fraction": object_size / max(image_voxels, 1),
-            "objects": _stat(c.get("objects_per_case")) or 0.0,
+            "objects": _stat(c.get("instances_per_case")) or 0.0,
             "absent": absent,
             "boundary": _stat(c.get("boundary_to_volume")) or 0.0,
+            "regime": c.get("regime") or classify(c, ds)["regime"],
         }
-        # The fingerprint's per-class regime (when it has one) as 0/1 features: tubular, many_instances, ...
-        from autoloss.objectives import REGIME_METRICS, class_regime
-
-        regime = class_regime(c)
-        for name in REGIME_METRICS:
-            features[c.get("name") or f"label_{label}"][name.replace("-", "_")] = float(regime == name)
     return features
 
 
-def dataset_features(classes: dict[str, dict[str, float]], fingerprint: dict[str, Any]) -> dict[str, float]:
+def dataset_features(classes: dict[str, dict[str, Any]], fingerprint: dict[str, Any]) -> dict[str, float]:
     fractions = [f["fraction"] for f in classes.values() if f["fraction"] > 0]
     return {
         "num_classes": float(len(classes)),
@@ -128,11 +129,11 @@ def dataset_features(classes: dict[str, dict[str, float]], fingerprint: dict[str
     }
 
 
-def _holds(conditions: list[list[Any]], features: dict[str, float]) -> bool:
+def _holds(conditions: list[list[Any]], features: dict[str, Any]) -> bool:
     for feature, op, value in conditions:
         if feature not in features:
             raise AutolossError(f"prior rule tests unknown feature {feature!r}; known: {', '.join(features)}")
-        if not OPS[op](features[feature], float(value)):
+        if not OPS[op](features[feature], value if isinstance(value, str) else float(value)):
             return False
     return True
 
@@ -184,6 +185,8 @@ def recommend_from_fingerprint(fingerprint: dict[str, Any], top: int | None = No
                 recs[name].reasons.append(f"{why} [{rule['id']}]")
                 recs[name].evidence.append(rule["evidence"])
 
+    from autoloss.knowledge.ranking import apply_memory
+    apply_memory(recs, fingerprint, rules.get("memory"))  # confirmed results of similar datasets (none: no change)
     ranked = sorted(recs.values(), key=lambda r: (-r.score, r.spec.name))
     if top is not None:
         head = ranked[:top]

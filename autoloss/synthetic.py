@@ -155,3 +155,97 @@ def make_synthetic_dataset(out_dir: str | Path, *, dim: int = 2, num_cases: int 
     }
     (root / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     return root
+
+
+# ---------------------------------------------------------------- label shapes with known answers
+
+def blob_with_fragments(shape: Sequence[int], radius: float, fragments: int, seed: int = 0) -> np.ndarray:
+    """One centred ball/disc of ``radius`` plus ``fragments`` isolated single voxels away from it (each with an
+    empty neighbourhood, so every fragment is its own component under full connectivity)."""
+    rng = np.random.default_rng(seed)
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    centre = [s / 2 for s in shape]
+    label = (sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius ** 2).astype(np.uint8)
+    placed = 0
+    for _ in range(100 * fragments):
+        if placed == fragments:
+            break
+        p = tuple(int(rng.integers(1, s - 1)) for s in shape)
+        if not label[tuple(slice(c - 1, c + 2) for c in p)].any():
+            label[p] = 1
+            placed += 1
+    if placed < fragments:
+        raise AutolossError(f"blob_with_fragments: only {placed} of {fragments} fragments fit in {list(shape)}")
+    return label
+
+
+def tubes(shape: Sequence[int], width: int, count: int = 3) -> np.ndarray:
+    """``count`` straight lines (2D, ``width`` pixels wide) or round tubes (3D, radius ``width / 2``) along the
+    last axis, spread evenly over the other axes; each spans 80 % of the last axis."""
+    label = np.zeros(shape, np.uint8)
+    length = slice(shape[-1] // 10, shape[-1] - shape[-1] // 10)
+    if len(shape) == 2:
+        for k in range(count):
+            y = (k + 1) * shape[0] // (count + 1)
+            label[y - width // 2:y - width // 2 + width, length] = 1
+        return label
+    zz, yy = np.ogrid[:shape[0], :shape[1]]
+    for k in range(count):
+        cz, cy = shape[0] // 2, (k + 1) * shape[1] // (count + 1)
+        disc = (zz - cz) ** 2 + (yy - cy) ** 2 <= (width / 2) ** 2
+        label[disc, length] = 1
+    return label
+
+
+def discs(shape: Sequence[int], count: int, radius: float, seed: int = 0) -> np.ndarray:
+    """``count`` non-touching discs/balls of ``radius`` at random places."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, np.uint8)
+    occupied = np.zeros(shape, bool)
+    grids = np.ogrid[tuple(slice(-math.ceil(radius), math.ceil(radius) + 1) for _ in shape)]
+    mask = sum(g ** 2 for g in grids) <= radius ** 2
+    for _ in range(count):
+        _place(label, occupied, mask, 1, rng, "discs")
+    return label
+
+
+def write_labels_dataset(out_dir: str | Path, labels: Sequence[np.ndarray], *, dataset_id: int = 980,
+                         name: str = "Shapes", spacing: Sequence[float] | None = None, rgb: bool = False,
+                         file_ending: str | None = None, label_names: dict | None = None, seed: int = 0) -> Path:
+    """A raw dataset around given label arrays: images are the label plus noise (NIfTI, or with ``rgb`` one RGB
+    PNG per case with channel_names R, G, B, as nnU-Net's NaturalImage2DIO reads them). Replaces a folder it
+    wrote before, like make_synthetic_dataset."""
+    from PIL import Image
+
+    dim = labels[0].ndim
+    ending = file_ending or (".png" if rgb else ".nii.gz")
+    if rgb and (dim != 2 or ending != ".png"):
+        raise AutolossError("rgb datasets are 2D PNG")
+    root = Path(out_dir) / f"Dataset{dataset_id:03d}_{name}"
+    if root.exists():
+        if _MARKER not in (root / "dataset.json").read_text():
+            raise AutolossError(f"{root}: exists and was not made by autoloss.synthetic; choose another out_dir")
+        shutil.rmtree(root)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(seed)
+    spacing = tuple(spacing or (1.0,) * dim)
+    for i, label in enumerate(labels):
+        cid = f"case_{i:03d}"
+        image = label.astype(np.float32) + rng.normal(0.0, 0.3, label.shape)
+        if rgb:
+            grey = np.clip(image * 80 + 60, 0, 255).astype(np.uint8)
+            rgb_image = Image.fromarray(np.stack([grey, 255 - grey, grey // 2], -1), "RGB")
+            rgb_image.save(root / "imagesTr" / f"{cid}_0000.png")
+            Image.fromarray(label.astype(np.uint8)).save(root / "labelsTr" / f"{cid}.png")
+            continue
+        _write(label, root / "labelsTr" / f"{cid}{ending}", spacing, True)
+        _write(image, root / "imagesTr" / f"{cid}_0000{ending}", spacing, False)
+    values = sorted(set(np.unique(np.concatenate([np.unique(lb) for lb in labels])).tolist()) - {0}) or [1]
+    dataset_json = {
+        "channel_names": {"0": "R", "1": "G", "2": "B"} if rgb else {"0": "synthetic"},
+        "labels": label_names or {"background": 0, **{f"class{v}": int(v) for v in range(1, max(values) + 1)}},
+        "numTraining": len(labels), "file_ending": ending, _MARKER: {"shapes": True, "seed": seed},
+    }
+    (root / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return root

@@ -37,6 +37,12 @@ def _isolated_nnunet_env():
     os.environ.update(snapshot)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_autoloss_home(tmp_path_factory, monkeypatch):
+    # The knowledge store lives in $AUTOLOSS_HOME: never read or write the developer's own records.
+    monkeypatch.setenv("AUTOLOSS_HOME", str(tmp_path_factory.mktemp("autoloss_home")))
+
+
 @pytest.fixture(scope="session")
 def hippo_prepared(tmp_path_factory) -> Path:
     """A work directory holding nnU-Net's 2d preprocessing of the first 6 Hippocampus cases."""

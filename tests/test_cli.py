@@ -52,7 +52,8 @@ def test_fingerprint_on_every_shared_dataset(name, tmp_path):
     out = run("fingerprint", str(SHARED_DATASETS / name), "--max-cases", "3", "-j", "2", "-o", str(out_file))
     assert out.returncode == 0, out.stderr[-2000:]
     fp = json.loads(out_file.read_text())
-    assert fp["autoloss_fingerprint_version"] == 1 and fp["classes"]
+    assert fp["autoloss_fingerprint_version"] == 2 and fp["classes"]
+    assert all(c["regime"] for c in fp["classes"].values())
     # and recommend reads the saved fingerprint without touching the data again
     again = run("recommend", "--fingerprint", str(out_file), "--json")
     assert again.returncode == 0 and json.loads(again.stdout)

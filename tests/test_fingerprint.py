@@ -19,9 +19,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 STATS = {"mean", "median", "min", "max", "p05", "p95"}
 DATASET_KEYS = {"name", "id", "path", "num_cases", "num_cases_measured", "num_classes", "dim", "channels", "modality",
                 "file_ending", "spacing_median", "spacing_min", "spacing_max", "anisotropy", "shape_median",
-                "shape_min", "shape_max", "has_regions", "ignore_label", "voxel_volume_unit"}
+                "shape_min", "shape_max", "has_regions", "ignore_label", "voxel_volume_unit", "thickness_cases_measured"}
 CLASS_STATS = {"voxel_fraction", "foreground_share", "objects_per_case", "object_size_voxels", "object_size_physical",
-               "boundary_to_volume", "bbox_extent"}
+               "boundary_to_volume", "bbox_extent", "object_size_weighted_voxels", "object_size_weighted_mm",
+               "largest_object_share", "major_objects_per_case", "instances_per_case", "fragments_per_case",
+               "thickness_voxels", "thickness_mm", "skeleton_ratio", "elongation"}
+REGIMES = {"tubular", "many-instances", "small-objects", "fragmented", "large-structure", "absent"}
 
 
 def with_labels(tmp_path: Path, labels: list[np.ndarray], spacing, num_classes: int, **kw) -> Path:
@@ -38,10 +41,15 @@ def with_labels(tmp_path: Path, labels: list[np.ndarray], spacing, num_classes: 
 
 def check_schema(fp: dict) -> None:
     assert set(fp) == {"autoloss_fingerprint_version", "dataset", "classes", "timing"}
-    assert fp["autoloss_fingerprint_version"] == 1
+    assert fp["autoloss_fingerprint_version"] == 2
     assert set(fp["dataset"]) == DATASET_KEYS and set(fp["timing"]) == {"seconds", "workers"}
     for key, c in fp["classes"].items():
-        assert set(c) == CLASS_STATS | {"name", "label", "absent_fraction"} and str(c["label"]) == key
+        assert set(c) == CLASS_STATS | {"name", "label", "absent_fraction", "regime", "regime_evidence",
+                                        "absent_often", "major_object_size_voxels"}
+        assert c["regime"] in REGIMES and isinstance(c["regime_evidence"], str) and isinstance(c["absent_often"], bool)
+        assert set(c["major_object_size_voxels"]) == {"p10", "p50", "p90"}
+        if not fp["dataset"]["has_regions"]:
+            assert str(c["label"]) == key
         for s in CLASS_STATS:
             assert set(c[s]) == STATS
             assert all(v is None or isinstance(v, float) for v in c[s].values())
@@ -131,22 +139,29 @@ def test_parallel_equals_serial(tmp_path):
     assert serial["classes"] == parallel["classes"] and serial["dataset"] == parallel["dataset"]
 
 
-def test_regions_ignore_and_never_present_class(tmp_path):
+def test_regions_are_measured_as_regions_and_ignore_is_not_annotated(tmp_path):
     a = np.zeros((16, 16), np.uint8)
-    a[2:6, 2:6], a[8:10, 8:10], a[12:14, 0:16] = 1, 2, 4
+    a[2:6, 2:6], a[8:10, 8:10], a[12:14, 0:16] = 1, 2, 4   # whole = 1 + 2 (two objects), core = 2, 3 never
+    a[6, 2:6] = 2                                          # core touches the 1-square: whole's square grows to 20
     root = with_labels(tmp_path, [a, a], (1.0, 1.0), num_classes=1)
     dj = json.loads((root / "dataset.json").read_text())
-    dj.update(labels={"background": 0, "whole": [1, 2, 3], "core": [2], "ignore": 4}, regions_class_order=[1, 2])
+    dj.update(labels={"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enh": 3, "ignore": 4},
+              regions_class_order=[1, 2, 3])
     (root / "dataset.json").write_text(json.dumps(dj))
     fp = compute_fingerprint(read_dataset(root), num_workers=1)
     check_schema(fp)
     assert fp["dataset"]["has_regions"] and fp["dataset"]["ignore_label"] == 4 and fp["dataset"]["num_classes"] == 3
-    assert sorted(fp["classes"]) == ["1", "2", "3"]
-    assert [fp["classes"][k]["name"] for k in ("1", "2", "3")] == ["label_1", "core", "label_3"]
-    never = fp["classes"]["3"]
-    assert never["absent_fraction"] == 1.0 and never["object_size_voxels"]["mean"] is None
-    assert never["voxel_fraction"]["mean"] == 0.0 and never["boundary_to_volume"]["median"] is None
-    assert fp["classes"]["1"]["foreground_share"]["mean"] == pytest.approx(16 / 20)  # ignore is not foreground
+    whole, core, enh = (fp["classes"][k] for k in ("1", "2", "3"))
+    assert (whole["name"], core["name"], enh["name"]) == ("whole", "core", "enh")
+    assert whole["label"] == [1, 2, 3] and core["label"] == [2, 3] and enh["label"] == [3]
+    annotated = 256 - 32                                   # the ignore rows are not annotated voxels
+    assert whole["voxel_fraction"]["mean"] == pytest.approx(24 / annotated)
+    assert whole["objects_per_case"]["mean"] == 2 and sorted(whole["major_object_size_voxels"].values()) == \
+        pytest.approx(sorted(np.percentile([20, 20, 4, 4], [10, 50, 90])))
+    assert whole["object_size_weighted_voxels"]["median"] == pytest.approx((20 ** 2 + 4 ** 2) / 24)
+    assert core["objects_per_case"]["mean"] == 2 and core["voxel_fraction"]["mean"] == pytest.approx(8 / annotated)
+    assert enh["absent_fraction"] == 1.0 and enh["regime"] == "absent" and enh["object_size_voxels"]["mean"] is None
+    assert whole["foreground_share"]["mean"] == pytest.approx(1.0)  # ignore is not foreground
 
 
 @pytest.mark.parametrize("name, classes", [("Dataset101_ISBIMembrane", 1), ("Dataset102_MontgomeryLungs", 1),
@@ -166,6 +181,11 @@ def test_shared_datasets(name, classes):
         assert 0 < c["bbox_extent"]["median"] <= 1
     if name == "Dataset104_AxonMyelin":
         assert all(c["objects_per_case"]["median"] > 50 for c in fp["classes"].values())
+    # The regimes DESIGN.md's dataset table names: a thin connected network, a large structure, many objects.
+    expected = {"Dataset101_ISBIMembrane": {"membrane": "tubular"}, "Dataset102_MontgomeryLungs": {"lungs": "large-structure"},
+                "Dataset104_AxonMyelin": {"axon": "many-instances"}}.get(name, {})
+    for c in fp["classes"].values():
+        assert c["regime"] == expected.get(c["name"], c["regime"]), c["regime_evidence"]
     if name == "Dataset105_SpinalCordTiny":
         assert d["anisotropy"] >= 1 and d["voxel_volume_unit"] == "mm^3"
 
@@ -173,10 +193,10 @@ def test_shared_datasets(name, classes):
 def test_save_load_roundtrip_and_errors(squares, tmp_path):
     path = save_fingerprint(squares, tmp_path / "sub" / "fp.json")
     assert load_fingerprint(path) == json.loads(json.dumps(squares))
-    bad = dict(squares, autoloss_fingerprint_version=2)
-    save_fingerprint(bad, tmp_path / "v2.json")
-    with pytest.raises(AutolossError, match="v2.json: fingerprint version 2, this autoloss reads version 1"):
-        load_fingerprint(tmp_path / "v2.json")
+    for old in (1, 3):  # a version-1 file lacks the regimes and weighted sizes the prior reads
+        save_fingerprint(dict(squares, autoloss_fingerprint_version=old), tmp_path / f"v{old}.json")
+        with pytest.raises(AutolossError, match=f"v{old}.json: fingerprint version {old}, this autoloss reads version 2"):
+            load_fingerprint(tmp_path / f"v{old}.json")
     with pytest.raises(AutolossError, match="missing.json: no such fingerprint file"):
         load_fingerprint(tmp_path / "missing.json")
     (tmp_path / "junk.json").write_text("{")
@@ -192,10 +212,16 @@ def test_table_lists_every_class(squares):
 
     table = fingerprint_table(squares)
     assert table.row_count == 2
-    console = Console(record=True, width=200)
+    console = Console(record=True, width=80)
     console.print(table)
     text = console.export_text()
-    assert "class1" in text and "class2" in text and "mm^2" in text
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in text and ".." not in text  # no header or value cut
+    header = next(ln for ln in lines if "regime" in ln)
+    assert header.split()[:2] == ["class", "regime"]  # regime first after the class name
+    for c in squares["classes"].values():
+        row = next(ln for ln in lines if ln.startswith(c["name"]))
+        assert c["regime"] in row
 
 
 @pytest.mark.parametrize("workers", [1, 2])

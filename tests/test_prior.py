@@ -67,7 +67,7 @@ def test_mixed_sizes_is_judged_per_class_not_by_average():
     fp = json.loads(json.dumps(TASKS["liver"]["fingerprint"]))
     fp["dataset"]["num_classes"] = 2
     fp["classes"]["2"] = {"name": "lesion", "label": 2, "voxel_fraction": {"mean": 0.0002, "median": 0.0002},
-                          "objects_per_case": {"median": 3}, "object_size_voxels": {"median": 500},
+                          "objects_per_case": {"median": 3}, "object_size_weighted_voxels": {"median": 500},
                           "absent_fraction": 0.0, "boundary_to_volume": {"median": 0.5}}
     recs = recommend_from_fingerprint(fp, top=3)
     assert {"DiceFocal", "DiceHD"} & {r.spec.name for r in recs}
@@ -76,7 +76,7 @@ def test_mixed_sizes_is_judged_per_class_not_by_average():
 
 def test_balanced_dataset_keeps_dice_ce_first():
     fp = {"dataset": {"name": "b", "dim": 2, "shape_median": [256, 256]},
-          "classes": {"1": {"name": "lungs", "voxel_fraction": {"mean": 0.3}, "object_size_voxels": {"median": 9000},
+          "classes": {"1": {"name": "lungs", "voxel_fraction": {"mean": 0.3}, "object_size_weighted_voxels": {"median": 9000},
                             "objects_per_case": {"median": 2}, "absent_fraction": 0.0,
                             "boundary_to_volume": {"median": 0.05}}}}
     assert recommend_from_fingerprint(fp)[0].spec.name == "DiceCE"

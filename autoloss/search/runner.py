@@ -19,6 +19,7 @@ from typing import Callable
 import optuna
 
 from autoloss.errors import AutolossError
+from autoloss.knowledge import hooks as knowledge
 from autoloss.losses import baseline_spec
 from autoloss.nnunet.run import OBJECTIVES, Fidelity
 from autoloss.search import confirm
@@ -54,6 +55,8 @@ class SearchConfig:
     retry_failed: bool = False
     preprocess_processes: int | None = None
     confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
+    memory: bool = True  # warm-start from similar recorded datasets; record the confirmed result
+    memory_top: int = 2  # winners of similar records enqueued after the prior's picks
 
 
 class LocalExecutor:
@@ -163,6 +166,8 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
         log(f"re-queued {recovered} trial(s) interrupted in an earlier run")
     if studies.enqueue_prior(study, space, prior):
         log("prior enqueued: " + ", ".join(s.describe() for s in prior))
+    if cfg.memory:
+        knowledge.enqueue_warm_start(study, space, fp, prior, cfg.memory_top, log)
 
     executor = _make_executor(cfg, study, device)
     start = time.time()
@@ -175,6 +180,11 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
     finally:
         executor.shutdown()
     verdict = save_results(study, work_dir)
+    if cfg.memory:
+        knowledge.remember(study, fp, {"configuration": cfg.fidelity.configuration,
+                                       "fidelity": cfg.fidelity.to_dict(), "objective": cfg.objective,
+                                       "budget": cfg.budget, "cases": len(prepared.case_ids),
+                                       "spaces": settings["spaces"]}, log)
     if cfg.confirm.enabled and not study.user_attrs.get(rec.CONFIRM_PLAN):
         log("the screening did not finish (timeout or failures): no confirmation ran, so no switch verdict")
     if verdict is not None and progress:
