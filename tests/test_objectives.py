@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ from autoloss.spec import LossSpec
 
 
 def fingerprint(regimes: dict[str, str | None]) -> dict:
-    fp = json.loads(open("fingerprints/loss_odyssey_tasks.json").read())["tasks"]
+    fp = json.loads((Path(__file__).parents[1] / "fingerprints" / "loss_odyssey_tasks.json").read_text())["tasks"]
     base = copy.deepcopy(next(iter(fp.values())))
     base = base.get("fingerprint", base)
     template = next(iter(base["classes"].values()))
