@@ -23,9 +23,10 @@ from typing import Any
 import yaml
 
 from autoloss.errors import AutolossError
+from autoloss.resources import data_dir
 from autoloss.spec import LossSpec, Schedule
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "fingerprints"
+DATA_DIR = data_dir("fingerprints")  # the checkout's folder, else the wheel's packaged copy
 RULES_FILE = DATA_DIR / "prior_rules.yaml"
 # The study's table names distance-penalised CE "pCE"; the registry calls it DPCE.
 TABLE_NAMES = {"pCE": "DPCE"}
