@@ -28,7 +28,10 @@ from typing import Any
 import numpy as np
 
 from autoloss.dataset import Case, Dataset, check_case_geometry, check_label_values, read_label
+from autoloss._api_module import make_callable
 from autoloss.errors import AutolossError
+
+make_callable(__name__)  # autoloss.fingerprint(...) is also the API function (autoloss/api.py)
 
 FINGERPRINT_VERSION = 1
 _STAT_KEYS = ("mean", "median", "min", "max", "p05", "p95")
