@@ -20,6 +20,11 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr)
 
 
+def _logger(console):
+    # Log lines are plain text (a path with brackets is no markup) and never folded into a pipe's 80 columns.
+    return lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def _json(obj) -> None:
     from autoloss.search.results import _dumps  # NaN -> null: every JSON reader can load it
 
@@ -98,7 +103,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                             val_iterations=args.val_iterations, folds=tuple(args.folds), metric=args.metric,
                             device=args.device, confirm=not args.no_confirm, confirm_top=args.confirm_top,
                             confirm_folds=args.confirm_folds, confirm_epochs=args.confirm_epochs,
-                            progress=progress, log=console.print, write_report=not args.no_report, **options)
+                            progress=progress, log=_logger(console), write_report=not args.no_report, **options)
     if args.json:
         _json(result.to_dict())
         return 0

@@ -186,14 +186,3 @@ def recommend_from_fingerprint(fingerprint: dict[str, Any], top: int | None = No
             head.append(recs[rules["baseline"]])
         ranked = head
     return ranked
-
-
-def recommend(dataset: str | Path, top: int | None = 5, num_workers: int | None = None,
-              max_cases: int | None = None) -> list[Recommendation]:
-    """Fingerprint ``dataset`` (path, id or name) and rank losses for it."""
-    from autoloss.dataset import read_dataset
-    from autoloss.fingerprint import compute_fingerprint
-
-    ds = read_dataset(dataset, max_cases=max_cases)
-    kwargs = {} if num_workers is None else {"num_workers": num_workers}
-    return recommend_from_fingerprint(compute_fingerprint(ds, **kwargs), top=top)

@@ -269,6 +269,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bo
     attrs = {"started": out.started, "ended": out.ended, "worker": out.worker, "cpu_seconds": out.cpu_seconds}
     if out.result:
         attrs[rec.PER_CASE] = {str(f["fold"]): f["per_case"] for f in out.result["folds"]}
+        attrs[rec.CURVES] = rec.curves_of(out.result)
         attrs.update(metrics=out.result["metrics"], seconds=out.result["seconds"],
                      epochs_run=out.result["epochs_run"], step_seconds=out.result["step_seconds"],
                      validation_seconds=out.result["validation_seconds"],
