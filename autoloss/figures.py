@@ -16,12 +16,32 @@ from pathlib import Path
 
 import optuna
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from autoloss.search import records as rec
 
 BASELINE_COLOR, CANDIDATE_COLOR, OTHER_COLOR = "#d62728", "#1f77b4", "#7f7f7f"
 DECISION_COLORS = {"switch": "#2ca02c", "keep": "#7f7f7f", "inconclusive": "#ff7f0e"}
 FIGURES = ("ranking", "per_class", "curves", "paired", "history")
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f")
+
+
+def _palette(study: optuna.Study) -> dict[str, str]:
+    """One colour per loss, the same in every figure: Dice+CE red, the others in the order they were first tried."""
+    colors: dict[str, str] = {}
+    others = 0
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        spec = rec.spec_of(t)
+        if spec is None or spec.key() in colors:
+            continue
+        if rec.is_baseline(spec):
+            colors[spec.key()] = BASELINE_COLOR
+        else:
+            colors[spec.key()] = PALETTE[others % len(PALETTE)]
+            others += 1
+    return colors
 
 
 def _label(trial: optuna.trial.FrozenTrial) -> str:
@@ -43,7 +63,8 @@ def ranking(study: optuna.Study, verdict) -> Figure:
     left, right = fig.subplots(1, 2, width_ratios=(1.2, 1))
     if screened:
         ys = list(range(len(screened)))[::-1]
-        colors = [BASELINE_COLOR if rec.is_baseline(rec.spec_of(t)) else CANDIDATE_COLOR for t in screened]
+        palette = _palette(study)
+        colors = [palette[rec.spec_of(t).key()] for t in screened]
         left.barh(ys, [t.value for t in screened], color=colors)
         left.set_yticks(ys, [_label(t) for t in screened], fontsize=8)
         base = rec.baseline_trial(screened)
@@ -93,7 +114,8 @@ def _best_per_loss(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(best.values(), key=lambda t: -t.value)
 
 
-def per_class(study: optuna.Study, verdict) -> Figure:
+def per_class(study: optuna.Study, verdict, class_names: dict[str, str] | None = None) -> Figure:
+    """``class_names``: label value -> name (from the fingerprint); the metrics are keyed by label value."""
     trials = [t for t in _best_per_loss(study) if t.user_attrs.get(rec.METRICS)]
     classes = sorted({c for t in trials for c in t.user_attrs[rec.METRICS] if c != "mean"}, key=str)
     metrics = [m for m in ("dice", "nsd") if any(m in v for t in trials
@@ -104,19 +126,22 @@ def per_class(study: optuna.Study, verdict) -> Figure:
         _empty(axes[0], "no per-class metrics yet")
         return fig
     width = 0.8 / len(trials)
+    palette = _palette(study)
     for ax, metric in zip(axes, metrics):
         for i, t in enumerate(trials):
             m = t.user_attrs[rec.METRICS]
             values = [(m.get(c) or {}).get(metric, math.nan) for c in classes]
-            color = BASELINE_COLOR if rec.is_baseline(rec.spec_of(t)) else None
+            color = palette[rec.spec_of(t).key()]
             ax.bar([k + (i - (len(trials) - 1) / 2) * width for k in range(len(classes))], values, width,
                    label=_label(t), color=color)
-        ax.set_xticks(range(len(classes)), classes)
+        ax.set_xticks(range(len(classes)), [f"{c} {class_names[c]}" if c in (class_names or {}) else c
+                                            for c in classes])
         ax.set_ylim(0, 1)
         ax.set_ylabel(metric.upper() if metric == "nsd" else "Dice")
         ax.set_title(("per-class Dice" if metric == "dice" else "per-class NSD (boundary agreement)")
                      + ", best screening trial per loss", fontsize=10)
-    axes[0].legend(fontsize=7, loc="lower left", ncol=2)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=min(4, len(trials)),
+               fontsize=8)
     return fig
 
 
@@ -124,6 +149,7 @@ def curves(study: optuna.Study, verdict) -> Figure:
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax = fig.subplots()
     drawn = 0
+    palette = _palette(study)
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         ys = rec.pseudo_dice_curve(t)
         if not ys or rec.spec_of(t) is None:
@@ -131,7 +157,7 @@ def curves(study: optuna.Study, verdict) -> Figure:
         confirm = rec.phase(t) == "confirm"
         label = (f"confirm fold {t.user_attrs.get(rec.FOLD)}: {rec.spec_of(t).describe()}" if confirm
                  else f"{_label(t)} ({t.state.name.lower()})")
-        color = BASELINE_COLOR if rec.is_baseline(rec.spec_of(t)) else None
+        color = palette[rec.spec_of(t).key()]
         ax.plot(range(1, len(ys) + 1), ys, ls="--" if confirm else "-", marker=".", lw=1, label=label, color=color)
         drawn += 1
     if not drawn:
@@ -140,7 +166,7 @@ def curves(study: optuna.Study, verdict) -> Figure:
     ax.set_xlabel("epoch")
     ax.set_ylabel("pseudo-Dice (nnU-Net online validation)")
     ax.set_title("pseudo-Dice per epoch, every training (dashed: confirmation)", fontsize=10)
-    ax.legend(fontsize=7, ncol=2 if drawn > 6 else 1, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 
@@ -156,11 +182,10 @@ def paired(study: optuna.Study, verdict) -> Figure:
     xs, ys = zip(*pairs)
     better = [y > x for x, y in pairs]
     ax.scatter(xs, ys, c=[DECISION_COLORS["switch"] if b else BASELINE_COLOR for b in better], s=28, alpha=0.8)
-    lo = min(min(xs), min(ys), 1.0)
-    lo = max(0.0, lo - 0.05)
-    ax.plot([lo, 1], [lo, 1], color=OTHER_COLOR, lw=1, ls="--")
-    ax.set_xlim(lo, 1)
-    ax.set_ylim(lo, 1)
+    lo, hi = max(0.0, min(min(xs), min(ys)) - 0.05), min(1.0, max(max(xs), max(ys)) + 0.05)
+    ax.plot([lo, hi], [lo, hi], color=OTHER_COLOR, lw=1, ls="--")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
     ax.set_xlabel(f"Dice+CE ({c.metric}, per case)")
     ax.set_ylabel(f"{c.spec.describe()} ({c.metric}, per case)")
@@ -191,19 +216,21 @@ def history(study: optuna.Study, verdict) -> Figure:
     if base is not None:
         ax.axhline(base.value, color=BASELINE_COLOR, ls="--", lw=1, label="Dice+CE")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"screening objective ({_objective(study)})")
     ax.set_title("optimisation history", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 
-def save_figures(study: optuna.Study, verdict, out_dir: str | Path, dpi: int = 110) -> dict[str, Path]:
+def save_figures(study: optuna.Study, verdict, out_dir: str | Path, dpi: int = 110,
+                 class_names: dict[str, str] | None = None) -> dict[str, Path]:
     """Write every figure as ``out_dir/<name>.png``; returns {name: path}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in FIGURES:
-        fig = globals()[name](study, verdict)
+        fig = per_class(study, verdict, class_names) if name == "per_class" else globals()[name](study, verdict)
         paths[name] = out / f"{name}.png"
         fig.savefig(paths[name], dpi=dpi)
     return paths

@@ -60,7 +60,7 @@ def write_report(work_dir: Path, study_name: str | None = None) -> Path:
     work = Path(work_dir).resolve()
     study = open_study(work, study_name)
     verdict = compute_verdict(study)
-    figures = save_figures(study, verdict, work / FIGURES_DIR)
+    figures = save_figures(study, verdict, work / FIGURES_DIR, class_names=_class_names(work))
     df = trials_frame(study, verdict)
     page = _page(study, verdict, summary_text(study, verdict), figures, df, work)
     out = work / REPORT_NAME
@@ -87,7 +87,7 @@ def _page(study, verdict, summary: str, figures: dict[str, Path], df, work: Path
              f"<title>autoloss report: {_e(dataset)}</title><style>{STYLE}</style></head><body>",
              f"<h1>autoloss search report: {_e(dataset)}</h1><p class=meta>{meta}</p>",
              f"<section class='verdict {_e(verdict.decision)}'><h2>Verdict: {_e(verdict.decision.upper())}</h2>"
-             f"<pre>{_e(summary)}</pre></section>"]
+             f"<pre>{_e(summary.split(chr(10), 1)[-1])}</pre></section>"]  # line 1 repeats the heading
     for name, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         parts.append(f"<h2>{_e(TITLES[name])}</h2><figure><img alt='{_e(TITLES[name])}' "
@@ -96,7 +96,12 @@ def _page(study, verdict, summary: str, figures: dict[str, Path], df, work: Path
     parts.append("<h2>All trainings</h2>")
     if len(df):
         cols = [c for c in TABLE_COLUMNS if c in df.columns and df[c].notna().any()]
-        parts.append(df[cols].to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4f}", border=0))
+        import pandas as pd
+
+        # cell by cell: integer columns with gaps (pandas' Int64) would otherwise print "<NA>"
+        cells = df[cols].astype(object).map(lambda v: "" if v is None or pd.isna(v) else
+                                            f"{v:.4f}" if isinstance(v, float) else v)
+        parts.append(cells.to_html(index=False, border=0))
     else:
         parts.append("<p>no finished training yet</p>")
     files = [f for f in ("summary.txt", "verdict.json", "best_loss.json", "results.csv", "results.md",
@@ -105,6 +110,17 @@ def _page(study, verdict, summary: str, figures: dict[str, Path], df, work: Path
                  + f"</p><p class=meta>export the verdict's loss: <code>autoloss export {_e(work)} -o DIR</code> "
                    "(only a SWITCH verdict exports)</p></body></html>")
     return "\n".join(parts)
+
+
+def _class_names(work: Path) -> dict[str, str]:
+    """Label value -> class name, from the fingerprint the search saved (none: the figures show label values)."""
+    import json
+
+    try:
+        classes = json.loads((work / "fingerprint.json").read_text())["classes"]
+        return {str(k): str(v.get("name") or k) for k, v in classes.items()}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return {}
 
 
 def _e(value) -> str:

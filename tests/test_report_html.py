@@ -91,6 +91,7 @@ def test_report_command_writes_self_contained_html_and_pngs(work_dir):
     assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", html)
     assert "<script" not in html and "@import" not in html and "url(" not in html
     assert "Verdict: SWITCH" in html and "DiceFocal" in html and "DiceTopK" in html
+    assert "&lt;NA&gt;" not in html and "nan<" not in html  # empty cells stay empty
     for title in ("Ranking against Dice+CE", "Per-class Dice and NSD per loss", "Pseudo-Dice per epoch",
                   "Paired per-case comparison", "Optimisation history"):
         assert title in html
