@@ -164,6 +164,7 @@ def curves(study: optuna.Study, verdict) -> Figure:
         _empty(ax, "no per-epoch values recorded yet")
         return fig
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("pseudo-Dice (nnU-Net online validation)")
     ax.set_title("pseudo-Dice per epoch, every training (dashed: confirmation)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
