@@ -38,16 +38,17 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 3, iterations: int =
     with search_progress(console, budget) as progress:
         result = api.search(folder, work_dir=work_dir / "search", budget=budget, device="cpu", configuration="2d",
                             epochs=epochs, iterations_per_epoch=iterations, val_iterations=2, pruner="none",
-                            prior_top=max(1, budget - 1), confirm_top=1, progress=progress, log=console.print)
-    console.print(result.summary, markup=False)
-    console.print(f"report: {result.report}")
+                            prior_top=max(1, budget - 1), confirm_top=1, progress=progress,
+                            log=lambda line: console.print(line, markup=False, soft_wrap=True))
+    console.print(result.summary, markup=False, soft_wrap=True)
+    console.print(f"report: {result.report}", markup=False, soft_wrap=True)
     console.rule("5. autoloss export")
     try:
         path = api.export(result, work_dir / "trainers", force=True)
     except AutolossError as exc:
         # The expected outcome at a demo's fidelity: export refuses what the evidence does not support. Show the
         # explicit override, which the trainer file records as not the verdict's choice.
-        console.print(f"autoloss export {work_dir / 'search'}: {exc}", markup=False)
+        console.print(f"autoloss export {work_dir / 'search'}: {exc}", markup=False, soft_wrap=True)
         best = max(screening_trials(result.study), key=lambda t: (t.value, -t.number))
         console.print(f"exporting screening trial {best.number} anyway with --trial {best.number} (for the demo)")
         path = api.export(result, work_dir / "trainers", trial=best.number, force=True)
@@ -55,5 +56,5 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 3, iterations: int =
     from autoloss.export import usage_lines
 
     for line in usage_lines(path, "990"):
-        console.print(f"  {line}")
+        console.print(f"  {line}", markup=False, soft_wrap=True)
     return path
