@@ -109,3 +109,29 @@ def test_lock_holder_timing_is_recorded(tmp_path):
     with WorkDirLock(tmp_path):
         owner = read_owner(tmp_path / LOCK_NAME)
     assert owner["host"] == socket.gethostname() and before <= owner["started"] <= time.time()
+
+
+def test_two_real_searches_on_one_work_dir(dataset, tmp_path):
+    """The slip the lock exists for: the same `autoloss search` started twice. The first holds the work directory
+    while it fingerprints and preprocesses; the second exits 2 at once; after the first is killed with SIGKILL, a
+    third run takes the stale lock over."""
+    work = tmp_path / "work"
+    first = subprocess.Popen([sys.executable, "-m", "autoloss", "search", str(dataset), "--work-dir", str(work),
+                              "--device", "cpu", "--config", "2d", "--budget", "1", "--epochs", "1",
+                              "--iterations-per-epoch", "2", "--val-iterations", "1", "--no-confirm"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while read_owner(work / LOCK_NAME).get("pid") != first.pid:
+            assert first.poll() is None and time.time() < deadline, "the first search never took the lock"
+            time.sleep(0.2)
+        second = _search(dataset, work, "--budget", "1")
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+        assert f"pid {first.pid} on host {socket.gethostname()}" in second.stderr
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # the search and its preprocessing workers, as kill -9 would
+        first.wait()
+    third = _search(dataset, work, "--budget", "1", "--space", "no_such_space")
+    assert third.returncode == 2 and "no_such_space" in third.stderr
+    assert f"left by pid {first.pid}" in third.stdout
