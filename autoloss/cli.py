@@ -10,48 +10,56 @@ import os
 import sys
 from pathlib import Path
 
+from autoloss import api
 from autoloss.errors import AutolossError
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console()
+    return Console(stderr=stderr)
+
+
+def _logger(console):
+    # Log lines are plain text (a path with brackets is no markup) and never folded into a pipe's 80 columns.
+    return lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _json(obj) -> None:
+    from autoloss.search.results import _dumps  # NaN -> null: every JSON reader can load it
+
+    print(_dumps(obj))
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    from autoloss.dataset import read_dataset
-    from autoloss.fingerprint import compute_fingerprint, fingerprint_table, save_fingerprint
+    from autoloss.fingerprint import fingerprint_table, save_fingerprint
+    from autoloss.report import print_table
 
-    ds = read_dataset(args.dataset, max_cases=args.max_cases)
-    fp = compute_fingerprint(ds, num_workers=args.num_workers, progress=not args.json)
+    fp = api.fingerprint(args.dataset, max_cases=args.max_cases, num_workers=args.num_workers,
+                         progress=not args.json)
     out = Path(args.output) if args.output else None
     if out is not None:
         save_fingerprint(fp, out)
     if args.json:
         print(json.dumps(fp, indent=2))
-    else:
-        console = _console()
-        console.print(fingerprint_table(fp))
-        if out is not None:
-            console.print(f"fingerprint saved to {out}")
+        return 0
+    print_table(fingerprint_table(fp))
+    if out is not None:
+        print(f"fingerprint saved to {out}")
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from autoloss.prior import recommend_from_fingerprint
+    from autoloss.report import evidence_lines, print_table, recommendation_table
 
     if args.fingerprint:
         from autoloss.fingerprint import load_fingerprint
 
         fp = load_fingerprint(args.fingerprint)
     else:
-        from autoloss.dataset import read_dataset
-        from autoloss.fingerprint import compute_fingerprint
-
-        ds = read_dataset(args.dataset, max_cases=args.max_cases)
-        fp = compute_fingerprint(ds, num_workers=args.num_workers, progress=not args.json)
-    recs = recommend_from_fingerprint(fp, top=args.top)
+        fp = api.fingerprint(args.dataset, max_cases=args.max_cases, num_workers=args.num_workers,
+                             progress=not args.json)
+    recs = api.recommend(fp, top=args.top)
     if args.json:
         from autoloss.objectives import metric_plan
 
@@ -60,82 +68,86 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             r["judged_by"] = metric_plan(fp)
         print(json.dumps(out, indent=2))
         return 0
-    from autoloss.report import metric_table, recommendation_table
+    from autoloss.report import metric_table
 
-    console = _console()
-    console.print(recommendation_table(recs, fp))
-    console.print(metric_table(fp))
+    print_table(recommendation_table(recs, fp))
+    print_table(metric_table(fp))
+    if args.explain:
+        print("\nevidence behind the rules (survey and studies):")
+        for line in evidence_lines(recs):
+            print(line)
     return 0
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
     from autoloss.losses import format_loss_table, list_losses
+    from autoloss.report import loss_listing, table_width
 
     if args.json:
         print(json.dumps([d.to_dict() for d in list_losses()], indent=2))
-    else:
-        _console().print(format_loss_table())
+        return 0
+    console = _console()
+    table = format_loss_table()
+    if console.is_terminal and table_width(table) <= console.width:
+        console.print(table)
+    else:  # a narrow terminal or a pipe: plain text, folded per parameter, never a 3-character column
+        print(loss_listing(console.width if console.is_terminal else 80), end="")
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from autoloss.nnunet.run import Fidelity
-    from autoloss.search.confirm import ConfirmSettings
-    from autoloss.search.runner import SearchConfig, run_search
-
-    config = args.config
-    if config == "auto":
-        from autoloss.dataset import read_dataset
-
-        config = "2d" if _dataset_is_2d(read_dataset(args.dataset, max_cases=1)) else "3d_fullres"
-    fidelity = Fidelity(configuration=config, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
-                        val_iterations_per_epoch=args.val_iterations, folds=tuple(args.folds), tta=args.tta,
-                        nsd_tolerance_mm=args.nsd_tolerance)
-    cfg = SearchConfig(dataset=args.dataset, budget=args.budget, fidelity=fidelity, objective=args.metric,
-                       work_dir=Path(args.work_dir), storage=args.storage, study_name=args.study_name,
-                       seed=args.seed, timeout=args.timeout, device=args.device, max_cases=args.max_cases,
-                       spaces=tuple(args.space), prior_top=args.prior_top, pruner=args.pruner,
-                       workers=args.workers, ray_address=args.ray_address, gpus_per_trial=args.gpus_per_trial,
-                       cpus_per_trial=args.cpus_per_trial,
-                       retry_failed=args.retry_failed, preprocess_processes=args.num_workers,
-                       memory=not args.no_memory,
-                       confirm=ConfirmSettings(enabled=not args.no_confirm, top=args.confirm_top,
-                                               folds=tuple(args.confirm_folds) if args.confirm_folds else None,
-                                               epochs=args.confirm_epochs))
     from autoloss.report import search_progress
-    from autoloss.search.results import summary_text, trials_frame
-    from autoloss.search.verdict import compute_verdict
 
-    console = _console()
+    # With --json, stdout carries the result only; the progress display and the log go to stderr.
+    console = _console(stderr=args.json)
+    options = dict(storage=args.storage, study_name=args.study_name, seed=args.seed, timeout=args.timeout,
+                   max_cases=args.max_cases, spaces=tuple(args.space), prior_top=args.prior_top, pruner=args.pruner,
+                   workers=args.workers, ray_address=args.ray_address, gpus_per_trial=args.gpus_per_trial,
+                   cpus_per_trial=args.cpus_per_trial, retry_failed=args.retry_failed,
+                   preprocess_processes=args.num_workers, tta=args.tta, nsd_tolerance_mm=args.nsd_tolerance,
+                   memory=not args.no_memory)
     with search_progress(console, args.budget) as progress:
-        study = run_search(cfg, progress=progress, log=console.print)
-    verdict = compute_verdict(study)
-    df = trials_frame(study, verdict)
+        result = api.search(args.dataset, work_dir=args.work_dir, budget=args.budget, configuration=args.config,
+                            epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
+                            val_iterations=args.val_iterations, folds=tuple(args.folds), metric=args.metric,
+                            device=args.device, confirm=not args.no_confirm, confirm_top=args.confirm_top,
+                            confirm_folds=args.confirm_folds, confirm_epochs=args.confirm_epochs,
+                            progress=progress, log=_logger(console), write_report=not args.no_report, **options)
+    if args.json:
+        _json(result.to_dict())
+        return 0
+    df = result.ranking
     cols = [c for c in ("rank", "phase", "trial", "fold", "state", "loss", "objective", "dice", "gain", "ci_low",
                         "ci_high", "p_value", "cases") if c in df and df[c].notna().any()]
     shown = df[cols].head(20).astype(object)
     console.print(shown.where(shown.notna(), "").to_string(index=False, float_format=lambda v: f"{v:.4f}"),
-                  markup=False)
+                  markup=False, soft_wrap=True)
     work = Path(args.work_dir)
-    console.print(f"results: {work / 'results.csv'}, verdict: {work / 'verdict.json'}")
-    if verdict.decision == "switch":
-        console.print(f"export the verdict's loss: autoloss export {args.work_dir} -o DIR")
+    console.print(f"results: {work / 'results.csv'}, verdict: {work / 'verdict.json'}", soft_wrap=True)
+    if result.report:
+        console.print(f"report: {result.report}", soft_wrap=True)
+    if result.decision == "switch":
+        console.print(f"export the verdict's loss: autoloss export {args.work_dir} -o DIR", soft_wrap=True)
     # The verdict is the last thing printed: it is the answer the search exists to give.
-    console.print(summary_text(study, verdict), markup=False)
+    console.print(result.summary, markup=False, soft_wrap=True)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autoloss.export import (export_trainer, install_into_nnunet, resolve_source, supports_ext_trainer,
-                                 usage_lines)
+    from autoloss.export import install_into_nnunet, supports_ext_trainer, usage_lines
 
-    src = resolve_source(args.source, args.param, args.study_name, trial=args.trial)
-    path = export_trainer(src.spec, args.output, name=args.name, provenance=src.provenance, epochs=args.epochs,
-                          iterations_per_epoch=args.iterations_per_epoch, force=args.force)
-    print(f"wrote {path} ({src.spec.describe()})")
-    dataset = args.dataset or src.provenance.get("dataset")
-    if args.install_into_nnunet:
-        print(f"installed into nnU-Net: {install_into_nnunet(path, force=args.force)}")
+    path = api.export(args.source, args.output, name=args.name, params=args.param, trial=args.trial,
+                      study_name=args.study_name, epochs=args.epochs,
+                      iterations_per_epoch=args.iterations_per_epoch, force=args.force)
+    installed = install_into_nnunet(path, force=args.force) if args.install_into_nnunet else None
+    dataset = args.dataset or _exported_dataset(path)
+    if args.json:
+        _json({"trainer_file": str(path), "class": path.stem, "installed_into_nnunet": str(installed) if installed
+               else None, "usage": usage_lines(path, dataset)})
+        return 0
+    print(f"wrote {path}")
+    if installed:
+        print(f"installed into nnU-Net: {installed}")
     elif not supports_ext_trainer():
         print("this nnunetv2 has no nnUNet_extTrainer support (added in 2.8): re-run with --install-into-nnunet, "
               "or upgrade nnunetv2")
@@ -146,18 +158,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from autoloss.demo import run_demo
+def _exported_dataset(path: Path) -> str | None:
+    # The trainer file records its provenance; the dataset it came from goes into the printed commands.
+    import ast
 
-    run_demo(Path(args.work_dir), budget=args.budget, console=_console())
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.Assign) and getattr(item.targets[0], "id", "") == "PROVENANCE":
+                    try:
+                        return (ast.literal_eval(item.value) or {}).get("dataset")
+                    except ValueError:
+                        return None
+    return None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autoloss.report_html import FIGURES_DIR
+
+    html = api.report(args.work_dir, study_name=args.study_name)
+    figures = sorted((html.parent / FIGURES_DIR).glob("*.png"))
+    if args.json:
+        _json({"report": str(html), "figures": [str(f) for f in figures]})
+        return 0
+    print(f"wrote {html} ({len(figures)} figures embedded; PNG files in {html.parent / FIGURES_DIR})")
     return 0
 
 
-def _dataset_is_2d(ds) -> bool:
-    from autoloss.dataset import read_label
+def _demo(args: argparse.Namespace) -> int:
+    from autoloss.demo import run_demo
 
-    label, _ = read_label(ds.cases[0], ds)
-    return sum(s > 1 for s in label.shape) <= 2
+    console = _console(stderr=args.json)
+    path = run_demo(Path(args.work_dir), budget=args.budget, console=console)
+    if args.json:
+        _json({"trainer_file": str(path), "work_dir": str(Path(args.work_dir).resolve())})
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fingerprint", help="use a saved fingerprint JSON instead of measuring DATASET")
     p.add_argument("--top", type=int, default=5, help="how many losses to list (Dice+CE is always listed)")
     p.add_argument("--json", action="store_true", help="print a JSON list (name, params, schedule, score, reason)")
+    p.add_argument("--explain", action="store_true", help="also print the evidence behind each rule, once")
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("losses", help="list the registered losses with their parameters, defaults and ranges")
@@ -235,11 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true",
                    help="no warm start from similar recorded datasets, and write no knowledge record")
     p.add_argument("-j", "--num-workers", type=int, default=None, help="nnU-Net preprocessing processes")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
+    p.add_argument("--json", action="store_true", help="print the result (verdict, ranking, files) as JSON; the "
+                                                        "progress goes to stderr")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("demo", help="the whole job on a generated dataset (CPU, a few minutes)")
     p.add_argument("--work-dir", default="autoloss_demo")
     p.add_argument("--budget", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="print the exported trainer and work dir as JSON at the end")
     p.set_defaults(func=lambda a: _demo(a))
 
     p = sub.add_parser("export", help="write a LossSpec as an nnU-Net v2 trainer file (for nnUNet_extTrainer)",
@@ -259,8 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing, different trainer file")
     p.add_argument("--install-into-nnunet", action="store_true",
                    help="also copy the file into nnunetv2's trainer folder (for versions without nnUNet_extTrainer)")
+    p.add_argument("--json", action="store_true", help="print the trainer file, class and usage as JSON")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="report.html with figures (and the PNGs) for a search work directory",
+                       description="Write WORK_DIR/report.html (self-contained: figures embedded, no network) and "
+                                   "WORK_DIR/figures/*.png: the ranking with confidence intervals against Dice+CE, "
+                                   "per-class Dice per loss, pseudo-Dice per epoch per trial, the verdict's paired "
+                                   "per-case plot and the optimisation history. A search writes it at its end.")
+    p.add_argument("work_dir", metavar="WORK_DIR")
+    p.add_argument("--study-name", help="the study in the work directory (default: the search's)")
+    p.add_argument("--json", action="store_true", help="print the report and figure paths as JSON")
+    p.set_defaults(func=cmd_report)
+
     from autoloss.knowledge.cli import add_knowledge_parser
+
     add_knowledge_parser(sub)
     return parser
 

@@ -15,8 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from autoloss._api_module import make_callable
 from autoloss.errors import AutolossError
 from autoloss.spec import LossSpec
+
+make_callable(__name__)  # autoloss.export(...) is also the API function (autoloss/api.py)
 
 PREFIX = "nnUNetTrainer_autoloss_"
 

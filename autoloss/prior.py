@@ -23,9 +23,10 @@ from typing import Any
 import yaml
 
 from autoloss.errors import AutolossError
+from autoloss.resources import data_dir
 from autoloss.spec import LossSpec, Schedule
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "fingerprints"
+DATA_DIR = data_dir("fingerprints")  # the checkout's folder, else the wheel's packaged copy
 RULES_FILE = DATA_DIR / "prior_rules.yaml"
 # The study's table names distance-penalised CE "pCE"; the registry calls it DPCE.
 TABLE_NAMES = {"pCE": "DPCE"}
@@ -194,14 +195,3 @@ def recommend_from_fingerprint(fingerprint: dict[str, Any], top: int | None = No
             head.append(recs[rules["baseline"]])
         ranked = head
     return ranked
-
-
-def recommend(dataset: str | Path, top: int | None = 5, num_workers: int | None = None,
-              max_cases: int | None = None) -> list[Recommendation]:
-    """Fingerprint ``dataset`` (path, id or name) and rank losses for it."""
-    from autoloss.dataset import read_dataset
-    from autoloss.fingerprint import compute_fingerprint
-
-    ds = read_dataset(dataset, max_cases=max_cases)
-    kwargs = {} if num_workers is None else {"num_workers": num_workers}
-    return recommend_from_fingerprint(compute_fingerprint(ds, **kwargs), top=top)

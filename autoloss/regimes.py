@@ -24,8 +24,9 @@ from typing import Any
 import yaml
 
 from autoloss.errors import AutolossError
+from autoloss.resources import data_file
 
-REGIMES_FILE = Path(__file__).resolve().parent.parent / "fingerprints" / "regimes.yaml"
+REGIMES_FILE = data_file("fingerprints", "regimes.yaml")
 REGIMES = ("tubular", "many-instances", "small-objects", "fragmented", "large-structure", "absent")
 
 

@@ -1,23 +1,33 @@
-"""What the user reads: tables for recommendations and search results, the comparison with Dice+CE."""
+"""What the user reads at the terminal: tables for recommendations and losses, printed so they stay readable at
+80 columns and in pipes, and the live display of a search. (The HTML report with figures: ``report_html``.)"""
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
+
+from autoloss._api_module import make_callable
+
+make_callable(__name__)  # autoloss.report(...) is also the API function (autoloss/api.py)
 
 
 def recommendation_table(recs: list, fingerprint: dict[str, Any] | None = None) -> Table:
+    """One row per loss; each reason on one line (the evidence behind them: :func:`evidence_lines`)."""
     title = "Recommended losses"
     if fingerprint:
         title += f" for {fingerprint['dataset'].get('name', '?')}"
-    table = Table(title=title, show_lines=True)
+    table = Table(title=escape(title),
+                  caption=escape("[rule id] in brackets; --explain prints the evidence behind the rules"))
     table.add_column("#", justify="right")
-    table.add_column("loss")
+    table.add_column("loss", no_wrap=True)
     table.add_column("score", justify="right")
     table.add_column("why")
     for i, rec in enumerate(recs, 1):
-        table.add_row(str(i), rec.spec.describe(), f"{rec.score:.2f}",
-                      rec.reason + ("\n[dim]" + "; ".join(dict.fromkeys(rec.evidence)) + "[/dim]" if rec.evidence else ""))
+        # escape: the rule ids in brackets are not rich markup
+        table.add_row(str(i), escape(rec.spec.describe()), f"{rec.score:.2f}",
+                      escape("\n".join(rec.reasons) if rec.reasons else rec.reason))
     return table
 
 
@@ -34,6 +44,89 @@ def metric_table(fingerprint: dict[str, Any]) -> Table:
         table.add_row(f"{label} {p['name']}", p["regime"] or "-", " + ".join(METRIC_NAMES.get(m, m)
                                                                         for m in p["metrics"]), p["why"])
     return table
+
+
+def evidence_lines(recs: list) -> list[str]:
+    """Each distinct piece of evidence once, with the losses it supports (not repeated per recommendation)."""
+    by_evidence: dict[str, list[str]] = {}
+    for rec in recs:
+        for ev in rec.evidence:
+            names = by_evidence.setdefault(ev, [])
+            if rec.spec.name not in names:
+                names.append(rec.spec.name)
+    return [f"- {ev} (supports {', '.join(names)})" for ev, names in by_evidence.items()]
+
+
+def loss_listing(width: int = 80) -> str:
+    """The loss registry as plain text folded at ``width``: one heading line per loss, one line per parameter
+    (the meaning folds under itself), readable at 80 columns and in pipes."""
+    from autoloss.losses import list_losses
+
+    out = ["Registered losses (parameters are <term>.<name>; absent ones take the default)", ""]
+    for d in list_losses():
+        out += textwrap.wrap(f"{d.name} = {' + '.join(d.terms)}: {d.description} ({d.reference})", width,
+                             subsequent_indent="    ")
+        if d.params:
+            name_w = max(len(p.name) for p in d.params)
+            default_w = max(len(str(p.default)) for p in d.params)
+            range_w = max(len(p.range_text()) for p in d.params)
+            for p in d.params:
+                head = f"  {p.name:<{name_w}}  default {p.default!s:<{default_w}}  {p.range_text():<{range_w}}"
+                if len(head) + 2 + len(p.help) <= width:
+                    out.append(f"{head}  {p.help}".rstrip())
+                else:  # the meaning on its own lines under the parameter, never squeezed into a column
+                    out.append(head.rstrip())
+                    out += textwrap.wrap(p.help, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def table_width(table: Table) -> int:
+    """The width a rich table needs to show every cell unwrapped."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=100_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def print_table(table: Table, console=None, file=None) -> None:
+    """Print ``table`` so it stays readable: at a terminal wide enough, as a table; at a narrower terminal, one
+    block of "column: value" lines per row; when not a terminal (a pipe, a file), at its full width so no value
+    is wrapped into fragments."""
+    from rich.console import Console
+
+    console = console or Console(file=file)
+    width = table_width(table)
+    if not console.is_terminal:
+        Console(file=console.file, width=width, no_color=True, highlight=False).print(table)
+    elif width <= console.width:
+        console.print(table)
+    else:
+        console.print(records_text(table, console.width), markup=False, highlight=False, soft_wrap=True)
+
+
+def records_text(table: Table, width: int = 80) -> str:
+    """A table as blocks of "column: value" lines, one block per row (for terminals narrower than the table)."""
+    from rich.text import Text
+
+    def plain(cell) -> str:
+        return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+
+    headers = [plain(c.header) for c in table.columns]
+    cells = [[plain(x) for x in c._cells] for c in table.columns]  # rich has no public cell accessor
+    pad = max(map(len, headers), default=0)
+    out = textwrap.wrap(plain(table.title), width) if table.title else []
+    for r in range(table.row_count):
+        out.append("")
+        for h, col in zip(headers, cells):
+            first = f"{h:>{pad}}: "
+            for i, line in enumerate(col[r].splitlines() or [""]):
+                out += textwrap.wrap(line, width, initial_indent=first if i == 0 else " " * len(first),
+                                     subsequent_indent=" " * len(first)) or [first.rstrip()]
+    if table.caption:
+        out += [""] + textwrap.wrap(plain(table.caption), width)
+    return "\n".join(out)
 
 
 class search_progress:

@@ -46,31 +46,37 @@ def cmd_list(args: argparse.Namespace) -> int:
         verdict = r["decision"] + (f" -> {r['loss']}" if r["loss"] else "")
         table.add_row(r["id"], r["kind"] + (" (est.)" if r["estimated_features"] else ""), r["dataset"],
                       r["metric"], verdict, r["best_gain"], str(r["losses"]))
-    Console().print(table)
+    from autoloss.report import print_table
+
+    print_table(table, Console())
+    return 0
+
+
+def _say(args: argparse.Namespace, text: str, result: dict) -> int:
+    print(json.dumps(result, indent=2) if args.json else text)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    # A record is JSON already: --json is accepted for symmetry with every other command.
     print(json.dumps(_store().get(args.id), indent=2))
     return 0
 
 
 def cmd_add(args: argparse.Namespace) -> int:
     added, skipped = _store().import_file(args.file)
-    print(f"added {added} record(s), skipped {skipped} already known")
-    return 0
+    return _say(args, f"added {added} record(s), skipped {skipped} already known",
+                {"file": args.file, "added": added, "skipped": skipped})
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     n = _store().export(args.file, force=args.force, seeds=args.seeds)
-    print(f"wrote {n} record(s) to {args.file}")
-    return 0
+    return _say(args, f"wrote {n} record(s) to {args.file}", {"file": args.file, "records": n})
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
     r = _store().remove(args.id)
-    print(f"removed {r['id']} ({r['dataset']})")
-    return 0
+    return _say(args, f"removed {r['id']} ({r['dataset']})", {"removed": r["id"], "dataset": r["dataset"]})
 
 
 def add_knowledge_parser(sub) -> None:
@@ -79,8 +85,8 @@ def add_knowledge_parser(sub) -> None:
                                    "images, no case names): share them with export / import. Stored in "
                                    "$AUTOLOSS_HOME/knowledge (default ~/.autoloss).")
     ks = p.add_subparsers(dest="knowledge_command", required=True, metavar="ACTION")
+    p.add_argument("--json", action="store_true", help="print results as JSON (also accepted after ACTION)")
     q = ks.add_parser("list", help="list records (the shipped seeds first)")
-    q.add_argument("--json", action="store_true")
     q.add_argument("--no-seeds", action="store_true", help="only your own records")
     q.set_defaults(func=cmd_list)
     q = ks.add_parser("show", help="print one record (id or a unique prefix)")
@@ -98,3 +104,6 @@ def add_knowledge_parser(sub) -> None:
     q = ks.add_parser("remove", help="delete one of your records")
     q.add_argument("id")
     q.set_defaults(func=cmd_remove)
+    for q in ks.choices.values():
+        # SUPPRESS: `autoloss knowledge --json list` and `... list --json` both work.
+        q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON")

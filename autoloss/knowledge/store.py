@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from autoloss.errors import AutolossError
+from autoloss.resources import data_file
 from autoloss.knowledge.schema import validate_record
 
-SEED_FILE = Path(__file__).resolve().parents[2] / "fingerprints" / "knowledge_seed.jsonl"
+SEED_FILE = data_file("fingerprints", "knowledge_seed.jsonl")
 
 
 def autoloss_home() -> Path:

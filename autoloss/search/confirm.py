@@ -91,6 +91,7 @@ def record(study: optuna.Study, spec: LossSpec, fold: int, epochs: int, outcome,
         folds = outcome.result["folds"]
         attrs[rec.METRICS] = outcome.result["metrics"]
         attrs[rec.PER_CASE] = {str(f["fold"]): f["per_case"] for f in folds}
+        attrs[rec.CURVES] = rec.curves_of(outcome.result)
         value = objective_value(outcome.result["metrics"], objective)
         trial = optuna.trial.create_trial(state=rec.COMPLETE, value=value if value == value else 0.0,
                                           user_attrs=attrs)

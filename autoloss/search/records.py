@@ -23,6 +23,7 @@ EPOCHS = "confirm_epochs"  # confirmation trials: the fidelity they were trained
 METRICS = "metrics"  # per class {dice, nsd, ...} and "mean": the fold(s) summary
 PER_CASE = "per_case"  # {fold: {case: {class: {metric: value}}}}
 REASON = "reason"
+CURVES = "curves"  # {fold: {mean_fg_dice, train_losses, val_losses: one value per epoch}} (nnU-Net's logger)
 INTERRUPTED = "interrupted"
 # study user attributes
 SETTINGS = "autoloss_settings"
@@ -62,6 +63,20 @@ def per_case(trial: optuna.trial.FrozenTrial) -> dict[str, dict]:
 
 def merge_folds(by_fold: dict) -> dict[str, dict]:
     return {f"{fold}/{case}": m for fold, cases in by_fold.items() for case, m in cases.items()}
+
+
+def curves_of(result: dict) -> dict[str, dict]:
+    """The per-epoch curves of a training result (``run_trial``), keyed by fold."""
+    return {str(f["fold"]): f["curves"] for f in result.get("folds", []) if f.get("curves")}
+
+
+def pseudo_dice_curve(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Pseudo-Dice per epoch (folds one after another): the recorded curve, else the values reported to the
+    pruner (which pruned trials have too)."""
+    curves = trial.user_attrs.get(CURVES) or {}
+    if curves:
+        return [v for fold in sorted(curves, key=int) for v in curves[fold].get("mean_fg_dice", [])]
+    return [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
 
 
 def confirmation_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -26,6 +26,7 @@ from autoloss.search import confirm
 from autoloss.search import records as rec
 from autoloss.search import study as studies
 from autoloss.search.confirm import ConfirmSettings
+from autoloss.search.lock import WorkDirLock, describe_stale
 from autoloss.search.results import save_results
 from autoloss.search.space import SearchSpace
 from autoloss.search.trial import TrialJob, TrialOutcome, execute
@@ -103,8 +104,6 @@ def _spaces_for(spaces: tuple[str, ...], fp: dict, log) -> tuple[str, ...]:
 def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
     """Run (or resume) the search described by ``cfg``: screening, then confirmation; returns the study. The
     verdict is in the work directory (``verdict.json``, ``best_loss.json``) and from ``compute_verdict(study)``."""
-    from autoloss.nnunet import env
-
     if cfg.objective not in OBJECTIVES:
         raise AutolossError(f"unknown metric {cfg.objective!r}; use one of {', '.join(OBJECTIVES)}")
     if cfg.budget < 1:
@@ -112,7 +111,16 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
     if cfg.confirm.top < 1 or cfg.confirm.num_folds < 1:
         raise AutolossError("--confirm-top and the number of confirmation folds must be at least 1")
     work_dir = Path(cfg.work_dir).resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    # One search per work directory: a second one would preprocess into the same folders and drive the same study.
+    with WorkDirLock(work_dir) as lock:
+        if lock.stale:
+            log(describe_stale(lock.stale))
+        return _run_locked(cfg, work_dir, progress, log)
+
+
+def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, log: Callable[[str], None]):
+    from autoloss.nnunet import env
+
     env.configure(work_dir, processes=cfg.preprocess_processes)
 
     from autoloss.dataset import read_dataset
@@ -292,6 +300,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bo
     attrs = {"started": out.started, "ended": out.ended, "worker": out.worker, "cpu_seconds": out.cpu_seconds}
     if out.result:
         attrs[rec.PER_CASE] = {str(f["fold"]): f["per_case"] for f in out.result["folds"]}
+        attrs[rec.CURVES] = rec.curves_of(out.result)
         attrs.update(metrics=out.result["metrics"], seconds=out.result["seconds"],
                      epochs_run=out.result["epochs_run"], step_seconds=out.result["step_seconds"],
                      validation_seconds=out.result["validation_seconds"],

@@ -14,9 +14,10 @@ from typing import Any
 import yaml
 
 from autoloss.errors import AutolossError
+from autoloss.resources import data_dir
 from autoloss.spec import LossSpec, Schedule
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SPACES_DIR = data_dir("search_spaces")  # the checkout's folder, else the wheel's packaged copy
 DEFAULT_SPACES = ("compound",)
 SCHEDULED_TERMS = ("bd", "hd")  # boundary terms need the Dice-first ramp (survey: they fail from scratch)
 
