@@ -39,6 +39,7 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 3, iterations: int =
         result = api.search(folder, work_dir=work_dir / "search", budget=budget, device="cpu", configuration="2d",
                             epochs=epochs, iterations_per_epoch=iterations, val_iterations=2, pruner="none",
                             prior_top=max(1, budget - 1), confirm_top=1, progress=progress,
+                            memory=False,  # a generated dataset must not teach the user's prior
                             log=lambda line: console.print(line, markup=False, soft_wrap=True))
     console.print(result.summary, markup=False, soft_wrap=True)
     console.print(f"report: {result.report}", markup=False, soft_wrap=True)

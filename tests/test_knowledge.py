@@ -81,6 +81,19 @@ def test_records_near_a_dataset_move_the_winner_up_and_are_named():
     assert ranking_of(FAR) == rules_far
 
 
+def test_inconclusive_records_are_kept_but_do_not_move_the_ranking():
+    target = fingerprint(fraction=0.031, object_voxels=2.9e5)
+    rules = ranking_of(target)
+    smoke = []
+    for i, fp in enumerate(NEAR):
+        r = record(f"Dataset91{i}_Smoke", fp)
+        r["verdict"]["decision"] = "inconclusive"  # e.g. a smoke search on a few cases
+        smoke.append(r)
+    KnowledgeStore().add(smoke)
+    assert len(KnowledgeStore().user_records()) == 3
+    assert ranking_of(target) == rules
+
+
 def test_memory_weight_grows_with_records_and_closeness():
     target = fingerprint(fraction=0.031, object_voxels=2.9e5)
     model1 = ranking.MemoryModel([record("A", NEAR[0])])

@@ -67,7 +67,8 @@ def remember(study: optuna.Study, fingerprint: dict[str, Any], settings: dict[st
         log(f"knowledge record not written: {exc}")
         return None
     if added:
-        log(f"knowledge record {record['id']} written to {store.file} (see: autoloss knowledge list)")
+        unused = " (inconclusive: kept, but the prior does not learn from it)" if verdict.decision == "inconclusive" else ""
+        log(f"knowledge record {record['id']} written to {store.file}{unused} (see: autoloss knowledge list)")
     return record
 
 

@@ -53,10 +53,13 @@ def settings(cfg: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def load_memory(cfg: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The records the prior learns from: the user's store, plus the seeds when the rules say so (off by
-    default: the rules were written from the same published tables, and counting them twice is no evidence)."""
+    default: the rules were written from the same published tables, and counting them twice is no evidence).
+    Records whose verdict is `inconclusive` (too few paired cases, e.g. a smoke search) are kept and shared but
+    never move the ranking: their gains are noise by the verdict's own measure."""
     from autoloss.knowledge.store import KnowledgeStore
 
-    return KnowledgeStore().records(seeds=bool(settings(cfg)["use_seeds"]))
+    records = KnowledgeStore().records(seeds=bool(settings(cfg)["use_seeds"]))
+    return [r for r in records if r["verdict"].get("decision") != "inconclusive"]
 
 
 class MemoryModel:
