@@ -82,6 +82,16 @@ def test_decide_switch_keep_inconclusive():
     assert inc.decision == "inconclusive" and "would be needed" in inc.message and inc.needed_cases >= MIN_CASES
 
 
+def test_trainings_that_learned_nothing_never_switch():
+    # What 2-8 CPU epochs gave on Hippocampus 2d: every loss near Dice 0, one "significantly" above the other.
+    base = {f"0/c{i}": 0.0005 * (i % 3) for i in range(20)}
+    cand = {k: v + 0.003 + 0.0005 * (i % 2) for i, (k, v) in enumerate(base.items())}
+    cmp = compare(_table(cand), _table(base), "dice", CAND)
+    assert cmp.overall.significant_gain  # the statistics alone would say switch
+    v = decide([cmp], "dice", [1, 2])
+    assert v.decision == "inconclusive" and "learned almost nothing" in v.message and v.loss is None
+
+
 def test_a_gain_that_costs_dice_on_a_class_is_not_a_switch():
     base, cand = {}, {}
     for i in range(20):

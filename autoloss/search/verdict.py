@@ -22,7 +22,7 @@ import optuna
 
 from autoloss.nnunet.run import case_objective
 from autoloss.search import records as rec
-from autoloss.search.stats import ALPHA, MIN_CASES, WORTHWHILE_GAIN, PairedComparison, paired_comparison
+from autoloss.search.stats import ALPHA, MIN_BASELINE_SCORE, MIN_CASES, WORTHWHILE_GAIN, PairedComparison, paired_comparison
 from autoloss.spec import LossSpec
 
 DECISIONS = ("switch", "keep", "inconclusive")
@@ -153,6 +153,14 @@ def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int])
                f"would be needed to detect a {100 * WORTHWHILE_GAIN:.0f}-point gain. Keep Dice+CE until then "
                f"(best candidate {best.spec.describe()}: {_pts(o.mean_gain)} points{_gains_text(best)}"
                + (f", {_ci_text(o)})." if o.cases >= 2 else ")."))
+        return Verdict("inconclusive", msg, metric, None, best, comparisons, needed, confirm_folds)
+    learned = [v["baseline"] for v in best.per_case.values() if v.get("baseline") == v.get("baseline")]
+    base_mean = sum(learned) / len(learned) if learned else float("nan")
+    if not base_mean >= MIN_BASELINE_SCORE:
+        msg = (f"inconclusive: Dice+CE reached only {base_mean:.3f} {_metric_text(metric)} on confirmation fold(s) "
+               f"{folds}: the trainings learned almost nothing at this fidelity, so the losses differ in how fast "
+               f"they start, not where they end (best candidate {best.spec.describe()}: {_pts(o.mean_gain)} points, "
+               f"{_ci_text(o)}). Keep Dice+CE; confirm with longer trainings (--confirm-epochs).")
         return Verdict("inconclusive", msg, metric, None, best, comparisons, needed, confirm_folds)
     if o.significant_gain and not best.dice_losses:
         dice = ", ".join(f"class {c} {_pts(v.mean_gain)}" for c, v in best.per_class.items())
