@@ -20,10 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autoloss.errors import AutolossError
-from autoloss.resources import data_dir
+from autoloss.resources import data_dir, load_versioned_yaml
 from autoloss.spec import LossSpec, Schedule
 
 DATA_DIR = data_dir("fingerprints")  # the checkout's folder, else the wheel's packaged copy
@@ -56,13 +54,7 @@ class Recommendation:
 
 @lru_cache(maxsize=4)
 def load_rules(path: str | None = None) -> dict[str, Any]:
-    file = Path(path) if path else RULES_FILE
-    try:
-        rules = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise AutolossError(f"{file}: cannot read the prior's rules ({exc})") from None
-    if rules.get("version") != 1:
-        raise AutolossError(f"{file}: unsupported rules version {rules.get('version')!r} (expected 1)")
+    rules = load_versioned_yaml(Path(path) if path else RULES_FILE, "the prior's rules")
     return rules
 
 

@@ -21,10 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from autoloss.errors import AutolossError
-from autoloss.resources import data_file
+from autoloss.resources import data_file, load_versioned_yaml
 
 REGIMES_FILE = data_file("fingerprints", "regimes.yaml")
 REGIMES = ("tubular", "many-instances", "small-objects", "fragmented", "large-structure", "absent")
@@ -32,14 +29,7 @@ REGIMES = ("tubular", "many-instances", "small-objects", "fragmented", "large-st
 
 @lru_cache(maxsize=2)
 def load_thresholds(path: str | None = None) -> dict[str, float]:
-    file = Path(path) if path else REGIMES_FILE
-    try:
-        data = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise AutolossError(f"{file}: cannot read the regime thresholds ({exc})") from None
-    if not isinstance(data, dict) or data.get("version") != 1:
-        found = data.get("version") if isinstance(data, dict) else None
-        raise AutolossError(f"{file}: unsupported regimes version {found!r} (expected 1)")
+    data = load_versioned_yaml(Path(path) if path else REGIMES_FILE, "the regime thresholds")
     return {k: float(v) for k, v in data.items() if k != "version"}
 
 

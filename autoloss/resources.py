@@ -31,3 +31,19 @@ def data_dir(kind: str) -> Path:
 
 def data_file(kind: str, name: str) -> Path:
     return data_dir(kind) / name
+
+
+def load_versioned_yaml(file: Path, what: str, version: int = 1) -> dict:
+    """A data file's YAML mapping, refused in one line when unreadable or of another ``version``."""
+    import yaml
+
+    from autoloss.errors import AutolossError
+
+    try:
+        data = yaml.safe_load(Path(file).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise AutolossError(f"{file}: cannot read {what} ({exc})") from None
+    found = data.get("version") if isinstance(data, dict) else None
+    if found != version:
+        raise AutolossError(f"{file}: unsupported {what} version {found!r} (expected {version})")
+    return data
