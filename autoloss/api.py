@@ -9,9 +9,10 @@ The command line (``autoloss.cli``) and the demo call only these functions.
     print(result.verdict.decision, result.ranking.head())
     autoloss.export(result, "trainers/")                         # only a `switch` verdict exports (or trial=N)
 
-``autoloss.fingerprint``, ``autoloss.search``, ``autoloss.export`` and ``autoloss.report`` share their names with
-submodules; those modules are callable and call the functions here (see ``autoloss/_api_module.py``), so they work
-whatever was imported before.
+No module of the package shares its name with one of these functions (the stages live in ``fingerprinting``,
+``prior``, ``searching``, ``exporting``, ``reporting``), so ``autoloss.search`` is always this function, whatever
+was imported before. The layers and the direction of imports between them are a contract that the tests check
+(``[tool.importlinter]`` in ``pyproject.toml``).
 """
 from __future__ import annotations
 
@@ -29,20 +30,25 @@ def fingerprint(dataset: str | Path, *, max_cases: int | None = None, num_worker
                 progress: bool = False) -> dict[str, Any]:
     """Label statistics of an nnU-Net raw dataset (folder, or id/name under ``$nnUNet_raw``) as a JSON-able dict."""
     from autoloss.dataset import read_dataset
-    from autoloss.fingerprint import compute_fingerprint
+    from autoloss.fingerprinting import compute_fingerprint
 
     ds = read_dataset(dataset, max_cases=max_cases)
     return compute_fingerprint(ds, num_workers=num_workers, progress=progress)
 
 
-def recommend(dataset_or_fingerprint: str | Path | dict[str, Any], *, top: int | None = 5,
+def recommend(dataset_or_fingerprint: str | Path | dict[str, Any], *, top: int | None = 5, memory: bool = True,
               max_cases: int | None = None, num_workers: int | None = None, progress: bool = False) -> list:
     """Ranked :class:`~autoloss.prior.Recommendation` s (spec, score, reasons, evidence) for a dataset, a fingerprint
-    dict, or a saved fingerprint JSON file. Dice+CE is always in the list."""
+    dict, or a saved fingerprint JSON file. Dice+CE is always in the list. ``memory``: let the knowledge records of
+    similar datasets move the rules' scores (False: the rules alone; the knowledge store is not opened)."""
+    fp = _as_fingerprint(dataset_or_fingerprint, max_cases, num_workers, progress)
+    if memory:
+        from autoloss.knowledge.ranking import recommend_with_memory
+
+        return recommend_with_memory(fp, top=top)
     from autoloss.prior import recommend_from_fingerprint
 
-    return recommend_from_fingerprint(_as_fingerprint(dataset_or_fingerprint, max_cases, num_workers, progress),
-                                      top=top)
+    return recommend_from_fingerprint(fp, top=top)
 
 
 def _as_fingerprint(source, max_cases, num_workers, progress) -> dict[str, Any]:
@@ -50,7 +56,7 @@ def _as_fingerprint(source, max_cases, num_workers, progress) -> dict[str, Any]:
         return source
     path = Path(source)
     if path.suffix == ".json":
-        from autoloss.fingerprint import load_fingerprint
+        from autoloss.fingerprinting import load_fingerprint
 
         return load_fingerprint(path)
     return fingerprint(source, max_cases=max_cases, num_workers=num_workers, progress=progress)
@@ -83,7 +89,7 @@ class SearchResult:
 
     @property
     def summary(self) -> str:
-        from autoloss.search.results import summary_text
+        from autoloss.searching.results import summary_text
 
         return summary_text(self.study, self.verdict)
 
@@ -106,7 +112,7 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
     """Screen ``budget`` losses with real nnU-Net trainings, confirm the best on unseen folds, decide the verdict.
 
     Re-running with the same ``work_dir`` resumes. ``options``: ``tta``, ``nsd_tolerance_mm`` (validation), and
-    any :class:`~autoloss.search.runner.SearchConfig` field (``storage``, ``study_name``, ``seed``, ``timeout``,
+    any :class:`~autoloss.searching.runner.SearchConfig` field (``storage``, ``study_name``, ``seed``, ``timeout``,
     ``max_cases``, ``spaces``, ``prior_top``, ``pruner``, ``workers``, ``ray_address``, ``gpus_per_trial``,
     ``cpus_per_trial``, ``retry_failed``, ``preprocess_processes``). Writes ``report.html`` at the end unless
     ``write_report`` is False.
@@ -114,8 +120,8 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
     from dataclasses import fields
 
     from autoloss.nnunet.run import Fidelity
-    from autoloss.search.confirm import ConfirmSettings
-    from autoloss.search.runner import SearchConfig, run_search
+    from autoloss.searching.confirm import ConfirmSettings
+    from autoloss.searching.runner import SearchConfig, run_search
 
     allowed = {f.name for f in fields(SearchConfig)} - {"dataset", "budget", "fidelity", "objective", "work_dir",
                                                          "device", "confirm"}
@@ -144,8 +150,8 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
 
 def load_search(work_dir: str | Path, *, study_name: str | None = None, study=None) -> SearchResult:
     """The :class:`SearchResult` of a search work directory (finished, interrupted or still running)."""
-    from autoloss.search.results import trials_frame
-    from autoloss.search.verdict import compute_verdict
+    from autoloss.searching.results import trials_frame
+    from autoloss.searching.verdict import compute_verdict
 
     work = Path(work_dir).resolve()
     if study is None:
@@ -159,22 +165,9 @@ def load_search(work_dir: str | Path, *, study_name: str | None = None, study=No
 
 def open_study(work_dir: str | Path, study_name: str | None = None):
     """The Optuna study of a search work directory (from its ``study.json``)."""
-    import json
+    from autoloss.searching.study import open_work_dir_study
 
-    import optuna
-
-    from autoloss.search.study import make_storage
-
-    work = Path(work_dir)
-    info = work / "study.json"
-    if not info.is_file():
-        raise AutolossError(f"{work}: not an autoloss search directory (no study.json); run autoloss search first")
-    meta = json.loads(info.read_text())
-    name = study_name or meta["study_name"]
-    try:
-        return optuna.load_study(study_name=name, storage=make_storage(meta.get("storage"), work))
-    except KeyError:
-        raise AutolossError(f"{work}: no study named {name!r} in its storage") from None
+    return open_work_dir_study(Path(work_dir), study_name)
 
 
 def export(source: SearchResult | LossSpec | str | Path, output: str | Path, *, name: str | None = None,
@@ -187,7 +180,7 @@ def export(source: SearchResult | LossSpec | str | Path, output: str | Path, *, 
     ``study_name``, or a loss name with ``params`` (a dict, or "NAME=VALUE" strings as on the command line)."""
     import json
 
-    from autoloss.export import ExportSource, export_trainer, resolve_source
+    from autoloss.exporting import ExportSource, export_trainer, resolve_source
 
     if isinstance(source, SearchResult):
         source = source.work_dir
@@ -203,6 +196,6 @@ def export(source: SearchResult | LossSpec | str | Path, output: str | Path, *, 
 def report(work_dir: str | Path, *, study_name: str | None = None) -> Path:
     """Write ``report.html`` (self-contained, figures embedded) and the figures as PNG files (``figures/``) for a
     search work directory; returns the HTML's path."""
-    from autoloss.report_html import write_report
+    from autoloss.reporting.html import write_report
 
     return write_report(Path(work_dir), study_name=study_name)

@@ -18,7 +18,7 @@ import operator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from autoloss.errors import AutolossError
 from autoloss.resources import data_dir, load_versioned_yaml
@@ -148,8 +148,12 @@ def _spec_for(name: str, ds: dict[str, float], rules: dict[str, Any]) -> LossSpe
 
 
 def recommend_from_fingerprint(fingerprint: dict[str, Any], top: int | None = None,
-                               rules_path: str | None = None) -> list[Recommendation]:
-    """Rank the candidate losses for a fingerprint. Dice+CE is always included (appended if cut by ``top``)."""
+                               rules_path: str | None = None, adjust: Callable | None = None) -> list[Recommendation]:
+    """Rank the candidate losses for a fingerprint. Dice+CE is always included (appended if cut by ``top``).
+
+    ``adjust(recs, fingerprint, memory_settings)`` may move the rules' scores in place before ranking: the memory
+    (``autoloss.knowledge.ranking.recommend_with_memory``) passes itself here, so the prior stays the rules alone
+    and never reads the knowledge store on its own."""
     rules = load_rules(rules_path)
     classes = class_features(fingerprint)
     ds = dataset_features(classes, fingerprint)
@@ -178,8 +182,8 @@ def recommend_from_fingerprint(fingerprint: dict[str, Any], top: int | None = No
                 recs[name].reasons.append(f"{why} [{rule['id']}]")
                 recs[name].evidence.append(rule["evidence"])
 
-    from autoloss.knowledge.ranking import apply_memory
-    apply_memory(recs, fingerprint, rules.get("memory"))  # confirmed results of similar datasets (none: no change)
+    if adjust is not None:
+        adjust(recs, fingerprint, rules.get("memory"))
     ranked = sorted(recs.values(), key=lambda r: (-r.score, r.spec.name))
     if top is not None:
         head = ranked[:top]

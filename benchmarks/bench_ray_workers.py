@@ -30,7 +30,7 @@ if __name__ == "__main__":
     from _common import SHARED, prepared_dataset
 
     from autoloss.nnunet.run import Fidelity
-    from autoloss.search.runner import SearchConfig, run_search
+    from autoloss.searching.runner import SearchConfig, run_search
 
     os.environ.setdefault("nnUNet_n_proc_DA", "0")  # one thread per trial: augmentation in the trial's process
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,7 +43,7 @@ def trials_to_best(method: str, scores: dict[str, float], fingerprint: dict, see
         sampler = optuna.samplers.TPESampler(seed=seed)
     else:
         prior = [r.spec.name for r in recommend_from_fingerprint(fingerprint, top=4)]
-        startup = max(2, min(5, budget // 4))  # as autoloss.search.study.open_study
+        startup = max(2, min(5, budget // 4))  # as autoloss.searching.study.open_study
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(prior) + startup)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     if method == "prior":

@@ -53,8 +53,8 @@ def main() -> None:
 
     from autoloss.losses import baseline_spec
     from autoloss.nnunet.run import Fidelity
-    from autoloss.search.stats import ALPHA
-    from autoloss.search.verdict import compare, decide
+    from autoloss.paired_stats import ALPHA
+    from autoloss.searching.verdict import compare, decide
     from autoloss.spec import LossSpec, Schedule
 
     if baseline_spec().name not in args.losses:

@@ -4,7 +4,7 @@
 
 Per-case Dice of Dice+CE and of two candidates share a case effect (some cases are hard for every loss) plus
 independent run noise (SD ``--noise`` per training, about what repeated nnU-Net trainings show per case). One
-candidate has a true gain g, the other none; the verdict procedure of ``autoloss.search.verdict`` (paired
+candidate has a true gain g, the other none; the verdict procedure of ``autoloss.searching.verdict`` (paired
 bootstrap CI and Wilcoxon, Bonferroni over the 2 candidates, no significant Dice loss) decides. g = 0 is the A/A
 case: every `switch` is false. No training: the statistics alone.
 """
@@ -16,8 +16,8 @@ import numpy as np
 
 
 def switch_rate(rng, cases: int, gain: float, noise: float, runs: int) -> float:
-    from autoloss.search.stats import ALPHA
-    from autoloss.search.verdict import compare, decide
+    from autoloss.paired_stats import ALPHA
+    from autoloss.searching.verdict import compare, decide
     from autoloss.spec import LossSpec
 
     def table(values):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from autoloss.cli import build_parser
+from autoloss.cli.main import build_parser
 
 BOX = set("┏┓┃━│┡┩└┘─")
 
@@ -71,8 +71,8 @@ def test_tables_at_an_80_column_terminal_become_readable_records(dataset):
     from rich.console import Console
 
     from autoloss.api import fingerprint, recommend
-    from autoloss.fingerprint import fingerprint_table
-    from autoloss.report import print_table, recommendation_table
+    from autoloss.fingerprinting import fingerprint_table
+    from autoloss.reporting.terminal import print_table, recommendation_table
 
     fp = fingerprint(dataset, num_workers=1)
     for table in (fingerprint_table(fp), recommendation_table(recommend(fp), fp)):

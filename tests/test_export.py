@@ -14,7 +14,7 @@ import torch
 
 from autoloss.cli import main
 from autoloss.errors import AutolossError
-from autoloss.export import export_trainer, resolve_source
+from autoloss.exporting import export_trainer, resolve_source
 from autoloss.losses import build_loss
 from autoloss.spec import LossSpec, Schedule
 from conftest import HIPPO
@@ -109,7 +109,7 @@ def test_unknown_loss_is_refused(tmp_path, capsys):
 
 
 def test_study_without_completed_trial_is_refused(tmp_path):
-    from autoloss.search.study import make_storage
+    from autoloss.searching.study import make_storage
 
     optuna.create_study(study_name="empty", storage=make_storage(None, tmp_path))
     (tmp_path / "study.json").write_text(json.dumps({"study_name": "empty", "storage": None}))

@@ -87,7 +87,7 @@ def bin_of(name: str) -> str:
 
 @pytest.mark.slow
 def test_exported_skeleton_recall_trainer_runs_under_nnunetv2_train_and_predict(hippo_prepared, tmp_path):
-    from autoloss.export import export_trainer
+    from autoloss.exporting import export_trainer
 
     trainers = tmp_path / "trainers"
     path = export_trainer(LossSpec("DiceCE+SkelRecall"), trainers, epochs=1, iterations_per_epoch=2)

@@ -12,7 +12,7 @@ from scipy.ndimage import binary_erosion
 
 from autoloss.dataset import read_dataset
 from autoloss.errors import AutolossError
-from autoloss.fingerprint import compute_fingerprint, fingerprint_table, load_fingerprint, save_fingerprint
+from autoloss.fingerprinting import compute_fingerprint, fingerprint_table, load_fingerprint, save_fingerprint
 from autoloss.synthetic import make_synthetic_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -11,13 +11,13 @@ import pytest
 from autoloss.cli import main
 from autoloss.knowledge import ranking
 from autoloss.knowledge.features import FEATURES, feature_dict
-from autoloss.knowledge.hooks import enqueue_warm_start
+from autoloss.searching.memory import enqueue_warm_start
 from autoloss.knowledge.schema import SCHEMA_VERSION, build_record
 from autoloss.knowledge.seeds import seed_text
 from autoloss.knowledge.store import SEED_FILE, KnowledgeStore
 from autoloss.prior import recommend_from_fingerprint
-from autoloss.search import records as rec
-from autoloss.search.space import SearchSpace
+from autoloss.searching import records as rec
+from autoloss.searching.space import SearchSpace
 from autoloss.spec import LossSpec
 
 
@@ -47,7 +47,7 @@ def record(name: str, fp: dict, wins: str = "DiceBD", gain: float = 0.05, params
 
 
 def ranking_of(fp) -> list[tuple[str, float]]:
-    return [(r.spec.name, round(r.score, 9)) for r in recommend_from_fingerprint(fp)]
+    return [(r.spec.name, round(r.score, 9)) for r in ranking.recommend_with_memory(fp)]
 
 
 NEAR = [fingerprint(fraction=f, object_voxels=v) for f, v in ((0.028, 3.2e5), (0.033, 2.8e5), (0.03, 3.0e5))]
@@ -56,9 +56,8 @@ FAR = fingerprint("G", fraction=0.35, object_voxels=900, objects=300, boundary=0
 
 def test_a_fresh_home_gives_exactly_the_rules(monkeypatch):
     assert KnowledgeStore().user_records() == []
-    fresh = [r.to_dict() for r in recommend_from_fingerprint(NEAR[2])]
-    monkeypatch.setattr(ranking, "apply_memory", lambda *a, **k: None)
-    assert fresh == [r.to_dict() for r in recommend_from_fingerprint(NEAR[2])]
+    fresh = [r.to_dict() for r in ranking.recommend_with_memory(NEAR[2])]
+    assert fresh == [r.to_dict() for r in recommend_from_fingerprint(NEAR[2])]  # the rules alone
     assert not any("memory" in r["reason"] for r in fresh)
 
 
@@ -67,7 +66,7 @@ def test_records_near_a_dataset_move_the_winner_up_and_are_named():
     rules = ranking_of(target)
     rules_far = ranking_of(FAR)
     KnowledgeStore().add([record(f"Dataset90{i}_Near", fp) for i, fp in enumerate(NEAR)])
-    recs = recommend_from_fingerprint(target)
+    recs = ranking.recommend_with_memory(target)
     names = [r.spec.name for r in recs]
     before = [n for n, _ in rules]
     assert names.index("DiceBD") < before.index("DiceBD"), (before, names)

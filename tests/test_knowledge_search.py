@@ -8,8 +8,8 @@ import pytest
 from autoloss.cli import main
 from autoloss.knowledge.store import KnowledgeStore
 from autoloss.nnunet.run import Fidelity
-from autoloss.search.confirm import ConfirmSettings
-from autoloss.search.runner import SearchConfig, run_search
+from autoloss.searching.confirm import ConfirmSettings
+from autoloss.searching.runner import SearchConfig, run_search
 from conftest import HIPPO, MAX_CASES, TINY
 
 pytestmark = pytest.mark.slow

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from autoloss.search.lock import LOCK_NAME, WorkDirLock, read_owner
+from autoloss.searching.lock import LOCK_NAME, WorkDirLock, read_owner
 
 ROOT = Path(__file__).resolve().parents[1]
 
 HOLDER = """
 import sys, time
-from autoloss.search.lock import WorkDirLock
+from autoloss.searching.lock import WorkDirLock
 lock = WorkDirLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(120)

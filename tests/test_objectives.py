@@ -12,8 +12,8 @@ from autoloss import objectives
 from autoloss.cli import main
 from autoloss.nnunet.run import case_objective, objective_value
 from autoloss.prior import recommend_from_fingerprint
-from autoloss.search.stats import MIN_CASES
-from autoloss.search.verdict import compare, decide
+from autoloss.paired_stats import MIN_CASES
+from autoloss.searching.verdict import compare, decide
 from autoloss.spec import LossSpec
 
 

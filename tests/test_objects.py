@@ -9,7 +9,7 @@ import pytest
 
 from autoloss.dataset import read_case, read_dataset
 from autoloss.errors import AutolossError
-from autoloss.fingerprint import compute_fingerprint
+from autoloss.fingerprinting import compute_fingerprint
 from autoloss.objects import component_stats, thickness_stats
 from autoloss.prior import class_features, recommend_from_fingerprint
 from autoloss.regimes import classify, load_thresholds
@@ -133,7 +133,7 @@ def test_prior_features_read_the_regime():
 
 
 def test_thickness_is_sampled_on_at_most_100_cases_spread_evenly():
-    from autoloss.fingerprint import THICKNESS_CASES, thickness_sample
+    from autoloss.fingerprinting import THICKNESS_CASES, thickness_sample
 
     assert thickness_sample(7) == set(range(7))
     many = thickness_sample(260)
@@ -145,7 +145,7 @@ def test_thickness_is_sampled_on_at_most_100_cases_spread_evenly():
 def test_table_marks_absent_often_classes(tmp_path):
     from rich.console import Console
 
-    from autoloss.fingerprint import fingerprint_table
+    from autoloss.fingerprinting import fingerprint_table
 
     labels = [discs((32, 32), 2, 3.0, seed=s) for s in range(2)] + [np.zeros((32, 32), np.uint8)]
     fp = compute_fingerprint(read_dataset(write_labels_dataset(tmp_path, labels)), num_workers=1)

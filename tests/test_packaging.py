@@ -102,7 +102,7 @@ def test_wheel_install_recommends_and_exports_from_outside_the_checkout(installe
     assert "DiceCE" in names and len(names) >= 2
     _run([str(cli), "search", "--help"], cwd=tmp_path)  # the search spaces are found (help lists none, but
     # loading the default space is what a search does first:)
-    _run([str(python), "-c", "from autoloss.search.space import SearchSpace; "
+    _run([str(python), "-c", "from autoloss.searching.space import SearchSpace; "
                              "assert SearchSpace.load(['compound']).losses"], cwd=tmp_path)
 
     # An exported trainer imports autoloss: it must load against the wheel install.

@@ -12,10 +12,10 @@ import pytest
 
 from autoloss.errors import AutolossError
 from autoloss.nnunet.run import Fidelity
-from autoloss.search import records as rec
-from autoloss.search import study as studies
-from autoloss.search.confirm import ConfirmSettings
-from autoloss.search.runner import SearchConfig, run_search
+from autoloss.searching import records as rec
+from autoloss.searching import study as studies
+from autoloss.searching.confirm import ConfirmSettings
+from autoloss.searching.runner import SearchConfig, run_search
 from conftest import HIPPO, MAX_CASES, TINY
 
 pytestmark = pytest.mark.slow

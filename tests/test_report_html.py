@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 from autoloss.losses import baseline_spec
-from autoloss.search import records as rec
-from autoloss.search.study import make_storage
+from autoloss.searching import records as rec
+from autoloss.searching.study import make_storage
 from autoloss.spec import LossSpec
 
 PNG = b"\x89PNG\r\n\x1a\n"

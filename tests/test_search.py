@@ -13,9 +13,9 @@ import pytest
 
 from autoloss.errors import AutolossError
 from autoloss.nnunet.run import Fidelity
-from autoloss.search import study as studies
-from autoloss.search.confirm import ConfirmSettings
-from autoloss.search.runner import SearchConfig, run_search
+from autoloss.searching import study as studies
+from autoloss.searching.confirm import ConfirmSettings
+from autoloss.searching.runner import SearchConfig, run_search
 from autoloss.spec import LossSpec
 from conftest import HIPPO, MAX_CASES, TINY
 
@@ -112,7 +112,7 @@ def test_diverging_loss_fails_its_trial_and_the_search_goes_on(search_work_dir):
 def test_rdb_storage_url_and_export_from_it(search_work_dir, tmp_path):
     # Any Optuna RDB URL works with --storage (SQLite here; PostgreSQL/MySQL URLs go the same way), and
     # `autoloss export URL --study-name NAME` reads the winner back from it.
-    from autoloss.export import resolve_source
+    from autoloss.exporting import resolve_source
 
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     study = run_search(config(search_work_dir, budget=1, storage=url, study_name="rdb"), log=lambda s: None)

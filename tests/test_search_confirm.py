@@ -15,11 +15,11 @@ import pytest
 from autoloss.cli import main
 from autoloss.errors import AutolossError
 from autoloss.nnunet.run import Fidelity
-from autoloss.search import records as rec
-from autoloss.search import study as studies
-from autoloss.search.confirm import ConfirmSettings, confirmation_folds
-from autoloss.search.runner import SearchConfig, run_search
-from autoloss.search.verdict import compute_verdict
+from autoloss.searching import records as rec
+from autoloss.searching import study as studies
+from autoloss.searching.confirm import ConfirmSettings, confirmation_folds
+from autoloss.searching.runner import SearchConfig, run_search
+from autoloss.searching.verdict import compute_verdict
 from autoloss.spec import LossSpec
 from conftest import HIPPO, MAX_CASES, TINY
 

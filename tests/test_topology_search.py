@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from autoloss.fingerprint import compute_fingerprint
+from autoloss.fingerprinting import compute_fingerprint
 from autoloss.dataset import read_dataset
 from autoloss.nnunet.run import Fidelity
-from autoloss.search import records as rec
-from autoloss.search.confirm import ConfirmSettings
-from autoloss.search.runner import SearchConfig, _spaces_for, run_search
-from autoloss.search.verdict import compute_verdict
+from autoloss.searching import records as rec
+from autoloss.searching.confirm import ConfirmSettings
+from autoloss.searching.runner import SearchConfig, _spaces_for, run_search
+from autoloss.searching.verdict import compute_verdict
 from conftest import HIPPO, MAX_CASES, TINY
 
 

@@ -8,9 +8,9 @@ import optuna
 import pytest
 from scipy.stats import wilcoxon
 
-from autoloss.search import records as rec
-from autoloss.search.stats import ALPHA, MIN_CASES, paired_comparison
-from autoloss.search.verdict import compare, compute_verdict, decide
+from autoloss.searching import records as rec
+from autoloss.paired_stats import ALPHA, MIN_CASES, paired_comparison
+from autoloss.searching.verdict import compare, compute_verdict, decide
 from autoloss.spec import LossSpec
 
 CAND = LossSpec("DiceFocal", {"focal.gamma": 2.0})

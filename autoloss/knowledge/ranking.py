@@ -150,6 +150,14 @@ def apply_memory(recs, fingerprint: dict[str, Any], cfg: dict[str, Any] | None =
         rec.evidence.extend(f"knowledge record {n.record['id']} ({n.record.get('source', '')})" for n, _ in top)
 
 
+def recommend_with_memory(fingerprint: dict[str, Any], top: int | None = None) -> list:
+    """The prior's ranking (``autoloss.prior``) moved by the confirmed results of similar recorded datasets; with no
+    records near (or none at all) exactly the rules' ranking."""
+    from autoloss.prior import recommend_from_fingerprint
+
+    return recommend_from_fingerprint(fingerprint, top=top, adjust=apply_memory)
+
+
 def rerank(recs: list) -> list:
     """The prior's order (score, then name) after ``apply_memory``."""
     return sorted(recs, key=lambda r: (-r.score, r.spec.name))

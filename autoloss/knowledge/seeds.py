@@ -22,7 +22,7 @@ from pathlib import Path
 
 from autoloss.knowledge.schema import SCHEMA_VERSION, finish_record
 from autoloss.knowledge.store import SEED_FILE
-from autoloss.search.stats import WORTHWHILE_GAIN
+from autoloss.paired_stats import WORTHWHILE_GAIN
 from autoloss.spec import LossSpec
 
 DATA = SEED_FILE.parent

@@ -1,5 +1,5 @@
 """What the user reads at the terminal: tables for recommendations and losses, printed so they stay readable at
-80 columns and in pipes, and the live display of a search. (The HTML report with figures: ``report_html``.)"""
+80 columns and in pipes, and the live display of a search. (The HTML report with figures: ``reporting.html``.)"""
 from __future__ import annotations
 
 import textwrap
@@ -7,10 +7,6 @@ from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
-
-from autoloss._api_module import make_callable
-
-make_callable(__name__)  # autoloss.report(...) is also the API function (autoloss/api.py)
 
 
 def recommendation_table(recs: list, fingerprint: dict[str, Any] | None = None) -> Table:
@@ -148,8 +144,8 @@ class search_progress:
         self.progress.stop()
 
     def __call__(self, event: str, number: int, payload, study) -> None:
-        from autoloss.search.records import screening_trials
-        from autoloss.search.study import counted
+        from autoloss.searching.records import screening_trials
+        from autoloss.searching.study import counted
 
         if event == "verdict":
             return  # the caller prints the verdict after the display has stopped

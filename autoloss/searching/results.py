@@ -15,8 +15,8 @@ from pathlib import Path
 
 import optuna
 
-from autoloss.search import records as rec
-from autoloss.search.verdict import Verdict, compute_verdict
+from autoloss.searching import records as rec
+from autoloss.searching.verdict import Verdict, compute_verdict
 from autoloss.spec import LossSpec
 
 

@@ -13,9 +13,9 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 3, iterations: int =
 
     from autoloss import api
     from autoloss.errors import AutolossError
-    from autoloss.fingerprint import fingerprint_table
-    from autoloss.report import print_table, recommendation_table, search_progress
-    from autoloss.search.records import screening_trials
+    from autoloss.fingerprinting import fingerprint_table
+    from autoloss.reporting.terminal import print_table, recommendation_table, search_progress
+    from autoloss.searching.records import screening_trials
     from autoloss.synthetic import make_synthetic_dataset
 
     console = console or Console()
@@ -54,7 +54,7 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 3, iterations: int =
         console.print(f"exporting screening trial {best.number} anyway with --trial {best.number} (for the demo)")
         path = api.export(result, work_dir / "trainers", trial=best.number, force=True)
     console.print(f"wrote {path}")
-    from autoloss.export import usage_lines
+    from autoloss.exporting import usage_lines
 
     for line in usage_lines(path, "990"):
         console.print(f"  {line}", markup=False, soft_wrap=True)

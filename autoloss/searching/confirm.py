@@ -1,7 +1,7 @@
 """The confirmation stage: the top screening candidates and Dice+CE, re-trained on folds the screening never saw.
 
 The screening picks the best of many noisy trials on one fold; judged on that same fold, the pick would look
-better than it is. So the verdict (``autoloss.search.verdict``) reads only these trainings. Every (loss, fold)
+better than it is. So the verdict (``autoloss.searching.verdict``) reads only these trainings. Every (loss, fold)
 pair is one training, recorded in the study when it finishes (``records``), so a killed search resumes with the
 missing ones. All losses on a fold start from the same seed (common random numbers): their paired difference
 then measures the loss rather than the initialisation.
@@ -15,7 +15,7 @@ import optuna
 from autoloss.errors import AutolossError
 from autoloss.losses import baseline_spec
 from autoloss.nnunet.run import Fidelity, objective_value
-from autoloss.search import records as rec
+from autoloss.searching import records as rec
 from autoloss.spec import LossSpec
 
 FULL_TRAINING_ITERATIONS = 1000 * 250  # nnU-Net's default schedule: 1000 epochs x 250 iterations

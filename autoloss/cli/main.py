@@ -26,14 +26,14 @@ def _logger(console):
 
 
 def _json(obj) -> None:
-    from autoloss.search.results import _dumps  # NaN -> null: every JSON reader can load it
+    from autoloss.searching.results import _dumps  # NaN -> null: every JSON reader can load it
 
     print(_dumps(obj))
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    from autoloss.fingerprint import fingerprint_table, save_fingerprint
-    from autoloss.report import print_table
+    from autoloss.fingerprinting import fingerprint_table, save_fingerprint
+    from autoloss.reporting.terminal import print_table
 
     fp = api.fingerprint(args.dataset, max_cases=args.max_cases, num_workers=args.num_workers,
                          progress=not args.json)
@@ -50,16 +50,16 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from autoloss.report import evidence_lines, print_table, recommendation_table
+    from autoloss.reporting.terminal import evidence_lines, print_table, recommendation_table
 
     if args.fingerprint:
-        from autoloss.fingerprint import load_fingerprint
+        from autoloss.fingerprinting import load_fingerprint
 
         fp = load_fingerprint(args.fingerprint)
     else:
         fp = api.fingerprint(args.dataset, max_cases=args.max_cases, num_workers=args.num_workers,
                              progress=not args.json)
-    recs = api.recommend(fp, top=args.top)
+    recs = api.recommend(fp, top=args.top, memory=not args.no_memory)
     if args.json:
         from autoloss.objectives import metric_plan
 
@@ -68,7 +68,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             r["judged_by"] = metric_plan(fp)
         print(json.dumps(out, indent=2))
         return 0
-    from autoloss.report import metric_table
+    from autoloss.reporting.terminal import metric_table
 
     print_table(recommendation_table(recs, fp))
     print_table(metric_table(fp))
@@ -81,7 +81,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def cmd_losses(args: argparse.Namespace) -> int:
     from autoloss.losses import format_loss_table, list_losses
-    from autoloss.report import loss_listing, table_width
+    from autoloss.reporting.terminal import loss_listing, table_width
 
     if args.json:
         print(json.dumps([d.to_dict() for d in list_losses()], indent=2))
@@ -96,7 +96,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from autoloss.report import search_progress
+    from autoloss.reporting.terminal import search_progress
 
     # With --json, stdout carries the result only; the progress display and the log go to stderr.
     console = _console(stderr=args.json)
@@ -134,7 +134,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autoloss.export import install_into_nnunet, supports_ext_trainer, usage_lines
+    from autoloss.exporting import install_into_nnunet, supports_ext_trainer, usage_lines
 
     path = api.export(args.source, args.output, name=args.name, params=args.param, trial=args.trial,
                       study_name=args.study_name, epochs=args.epochs,
@@ -174,7 +174,7 @@ def _exported_dataset(path: Path) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autoloss.report_html import FIGURES_DIR
+    from autoloss.reporting.html import FIGURES_DIR
 
     html = api.report(args.work_dir, study_name=args.study_name)
     figures = sorted((html.parent / FIGURES_DIR).glob("*.png"))
@@ -186,7 +186,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from autoloss.demo import run_demo
+    from autoloss.cli.demo import run_demo
 
     console = _console(stderr=args.json)
     path = run_demo(Path(args.work_dir), budget=args.budget, console=console)
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="how many losses to list (Dice+CE is always listed)")
     p.add_argument("--json", action="store_true", help="print a JSON list (name, params, schedule, score, reason)")
     p.add_argument("--explain", action="store_true", help="also print the evidence behind each rule, once")
+    p.add_argument("--no-memory", action="store_true",
+                   help="the rules alone: do not read the knowledge records of similar datasets")
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("losses", help="list the registered losses with their parameters, defaults and ranges")
@@ -312,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report and figure paths as JSON")
     p.set_defaults(func=cmd_report)
 
-    from autoloss.knowledge.cli import add_knowledge_parser
+    from autoloss.cli.knowledge import add_knowledge_parser
 
     add_knowledge_parser(sub)
     return parser

@@ -1,4 +1,4 @@
-"""The search's two uses of memory, called from the driver (``autoloss.search.runner``):
+"""The search's two uses of memory, called from the driver (``autoloss.searching.runner``):
 
 - ``enqueue_warm_start``: after Dice+CE and the prior's picks, the confirmed winners of the nearest records, with
   their parameters, are enqueued once per study (source "memory");
@@ -12,7 +12,7 @@ from typing import Any, Callable
 import optuna
 
 from autoloss.errors import AutolossError
-from autoloss.search import records as rec
+from autoloss.searching import records as rec
 from autoloss.spec import LossSpec
 
 MEMORY_FLAG = "autoloss_memory_enqueued"
@@ -39,7 +39,7 @@ def enqueue_warm_start(study: optuna.Study, space, fingerprint: dict[str, Any], 
 
 
 def confirmation_complete(study: optuna.Study) -> bool:
-    from autoloss.search import confirm
+    from autoloss.searching import confirm
 
     plan = study.user_attrs.get(rec.CONFIRM_PLAN)
     return bool(plan) and not confirm.pending(study, plan)
@@ -51,7 +51,7 @@ def remember(study: optuna.Study, fingerprint: dict[str, Any], settings: dict[st
     search's own results are already saved)."""
     from autoloss.knowledge.schema import build_record
     from autoloss.knowledge.store import KnowledgeStore
-    from autoloss.search.verdict import compute_verdict
+    from autoloss.searching.verdict import compute_verdict
 
     if not confirmation_complete(study):
         return None

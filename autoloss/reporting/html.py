@@ -2,7 +2,7 @@
 
 ``WORK_DIR/report.html`` embeds every figure as a base64 PNG and its style inline: it opens offline, can be mailed
 or attached to a ticket, and loads nothing from the network. The figures are also written to
-``WORK_DIR/figures/*.png`` (see ``autoloss.figures`` for what each shows). A search writes the report at its end;
+``WORK_DIR/figures/*.png`` (see ``autoloss.reporting.figures`` for what each shows). A search writes the report at its end;
 the command rewrites it at any time (also while a search runs, from what is finished so far).
 """
 from __future__ import annotations
@@ -52,13 +52,13 @@ code{background:#f2f2f2;padding:0 .2em}
 
 def write_report(work_dir: Path, study_name: str | None = None) -> Path:
     """Write ``report.html`` and ``figures/*.png`` for the search in ``work_dir``; returns the HTML's path."""
-    from autoloss.api import open_study
-    from autoloss.figures import save_figures
-    from autoloss.search.results import summary_text, trials_frame
-    from autoloss.search.verdict import compute_verdict
+    from autoloss.reporting.figures import save_figures
+    from autoloss.searching.results import summary_text, trials_frame
+    from autoloss.searching.study import open_work_dir_study
+    from autoloss.searching.verdict import compute_verdict
 
     work = Path(work_dir).resolve()
-    study = open_study(work, study_name)
+    study = open_work_dir_study(work, study_name)
     verdict = compute_verdict(study)
     figures = save_figures(study, verdict, work / FIGURES_DIR, class_names=_class_names(work))
     df = trials_frame(study, verdict)
@@ -72,7 +72,7 @@ def write_report(work_dir: Path, study_name: str | None = None) -> Path:
 
 def _page(study, verdict, summary: str, figures: dict[str, Path], df, work: Path) -> str:
     from autoloss import __version__
-    from autoloss.search import records as rec
+    from autoloss.searching import records as rec
 
     settings = study.user_attrs.get(rec.SETTINGS) or {}
     fid = settings.get("fidelity") or {}

@@ -32,12 +32,10 @@ from typing import Any
 import numpy as np
 
 from autoloss.dataset import Case, Dataset, check_case_geometry, check_label_values, read_label
-from autoloss._api_module import make_callable
 from autoloss.errors import AutolossError
 from autoloss.objects import INSTANCE_SHARE, coarse_stride, component_stats, elongation, thickness_stats
 from autoloss.regimes import classify
 
-make_callable(__name__)  # autoloss.fingerprint(...) is also the API function (autoloss/api.py)
 
 FINGERPRINT_VERSION = 2
 _STAT_KEYS = ("mean", "median", "min", "max", "p05", "p95")

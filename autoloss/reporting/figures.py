@@ -18,7 +18,7 @@ import optuna
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from autoloss.search import records as rec
+from autoloss.searching import records as rec
 
 BASELINE_COLOR, CANDIDATE_COLOR, OTHER_COLOR = "#d62728", "#1f77b4", "#7f7f7f"
 DECISION_COLORS = {"switch": "#2ca02c", "keep": "#7f7f7f", "inconclusive": "#ff7f0e"}

@@ -1,7 +1,7 @@
 """The verdict of a search: `switch`, `keep` (Dice+CE) or `inconclusive`, from paired per-case statistics.
 
 Only confirmation trainings count: the top candidates of the screening and Dice+CE re-trained on folds the
-screening never saw (``autoloss.search.confirm``), so picking the best of many noisy screening trials cannot
+screening never saw (``autoloss.searching.confirm``), so picking the best of many noisy screening trials cannot
 inflate the gain (the winner's curse). Rules:
 
 - ``inconclusive`` when there is no confirmation (``--no-confirm``), it is unfinished, or it rests on fewer than
@@ -21,8 +21,8 @@ from typing import Any
 import optuna
 
 from autoloss.nnunet.run import case_objective
-from autoloss.search import records as rec
-from autoloss.search.stats import ALPHA, MIN_BASELINE_SCORE, MIN_CASES, WORTHWHILE_GAIN, PairedComparison, paired_comparison
+from autoloss.searching import records as rec
+from autoloss.paired_stats import ALPHA, MIN_BASELINE_SCORE, MIN_CASES, WORTHWHILE_GAIN, PairedComparison, paired_comparison
 from autoloss.spec import LossSpec
 
 DECISIONS = ("switch", "keep", "inconclusive")

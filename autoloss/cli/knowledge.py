@@ -46,7 +46,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         verdict = r["decision"] + (f" -> {r['loss']}" if r["loss"] else "")
         table.add_row(r["id"], r["kind"] + (" (est.)" if r["estimated_features"] else ""), r["dataset"],
                       r["metric"], verdict, r["best_gain"], str(r["losses"]))
-    from autoloss.report import print_table
+    from autoloss.reporting.terminal import print_table
 
     print_table(table, Console())
     return 0

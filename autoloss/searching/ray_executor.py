@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 
 from autoloss.errors import AutolossError
-from autoloss.search.trial import TrialJob, TrialOutcome
+from autoloss.searching.trial import TrialJob, TrialOutcome
 
 # nnU-Net settings every worker must share with the driver.
 FORWARDED_ENV = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_compile",
@@ -27,7 +27,7 @@ FORWARDED_ENV = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_
 
 def _run_on_worker(job: TrialJob) -> TrialOutcome:
     """Executed inside a Ray worker process."""
-    from autoloss.search.trial import execute
+    from autoloss.searching.trial import execute
 
     for path in (job.prepared.preprocessed_dir, Path(job.work_dir)):
         if not Path(path).exists():

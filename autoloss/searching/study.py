@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 
 from autoloss.errors import AutolossError
-from autoloss.search.records import INTERRUPTED, PRIOR_FLAG, SETTINGS, SOURCE, SPEC, phase
+from autoloss.searching.records import INTERRUPTED, PRIOR_FLAG, SETTINGS, SOURCE, SPEC, phase
 from autoloss.spec import LossSpec
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -34,6 +34,22 @@ def make_storage(url: str | None, work_dir: Path):
         return optuna.storages.get_storage(url)
     except Exception as exc:  # noqa: BLE001 - many driver-specific errors, one user message
         raise AutolossError(f"cannot open Optuna storage {url!r}: {exc}") from None
+
+
+def open_work_dir_study(work_dir: Path, study_name: str | None = None) -> optuna.Study:
+    """The Optuna study of a search work directory, found through its ``study.json``."""
+    import json
+
+    work = Path(work_dir)
+    info = work / "study.json"
+    if not info.is_file():
+        raise AutolossError(f"{work}: not an autoloss search directory (no study.json); run autoloss search first")
+    meta = json.loads(info.read_text())
+    name = study_name or meta["study_name"]
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(meta.get("storage"), work))
+    except KeyError:
+        raise AutolossError(f"{work}: no study named {name!r} in its storage") from None
 
 
 def open_study(storage, study_name: str, settings: dict, seed: int | None, budget: int,

@@ -66,7 +66,7 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
     report = None
     if job.trial_id is not None:
         if study is None:
-            from autoloss.search.study import make_storage
+            from autoloss.searching.study import make_storage
 
             study = optuna.load_study(study_name=job.study_name,
                                       storage=make_storage(job.storage_url, Path(job.work_dir)))

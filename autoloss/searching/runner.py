@@ -1,7 +1,7 @@
 """The search driver: fingerprint -> prior -> prepare once -> ask/tell loop over an executor -> results.
 
 The driver alone talks to the study (ask, tell, enqueue, recovery); executors only run ``trial.execute`` on
-jobs: in this process (:class:`LocalExecutor`) or on a Ray cluster (``autoloss.search.ray_executor``). Results
+jobs: in this process (:class:`LocalExecutor`) or on a Ray cluster (``autoloss.searching.ray_executor``). Results
 are written after every trial, so an interrupted search loses nothing and resumes with the same command.
 """
 from __future__ import annotations
@@ -19,17 +19,17 @@ from typing import Callable
 import optuna
 
 from autoloss.errors import AutolossError
-from autoloss.knowledge import hooks as knowledge
+from autoloss.searching import memory
 from autoloss.losses import baseline_spec
 from autoloss.nnunet.run import OBJECTIVES, Fidelity
-from autoloss.search import confirm
-from autoloss.search import records as rec
-from autoloss.search import study as studies
-from autoloss.search.confirm import ConfirmSettings
-from autoloss.search.lock import WorkDirLock, describe_stale
-from autoloss.search.results import save_results
-from autoloss.search.space import SearchSpace
-from autoloss.search.trial import TrialJob, TrialOutcome, execute
+from autoloss.searching import confirm
+from autoloss.searching import records as rec
+from autoloss.searching import study as studies
+from autoloss.searching.confirm import ConfirmSettings
+from autoloss.searching.lock import WorkDirLock, describe_stale
+from autoloss.searching.results import save_results
+from autoloss.searching.space import SearchSpace
+from autoloss.searching.trial import TrialJob, TrialOutcome, execute
 from autoloss.spec import LossSpec
 
 
@@ -92,7 +92,7 @@ def _spaces_for(spaces: tuple[str, ...], fp: dict, log) -> tuple[str, ...]:
     """The default space plus the topology/instance compounds when a class is tubular or many-instances (the
     prior proposes them there, and a prior pick outside the space would never be trained)."""
     from autoloss.objectives import class_regime
-    from autoloss.search.space import DEFAULT_SPACES
+    from autoloss.searching.space import DEFAULT_SPACES
 
     regimes = {class_regime(c) for c in fp.get("classes", {}).values()}
     if tuple(spaces) == DEFAULT_SPACES and regimes & {"tubular", "many-instances"}:
@@ -124,8 +124,9 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     env.configure(work_dir, processes=cfg.preprocess_processes)
 
     from autoloss.dataset import read_dataset
-    from autoloss.fingerprint import compute_fingerprint
+    from autoloss.fingerprinting import compute_fingerprint
     from autoloss.nnunet.prepare import prepare
+    from autoloss.knowledge.ranking import recommend_with_memory
     from autoloss.prior import recommend_from_fingerprint
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -148,7 +149,8 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     # The Dice+CE baseline goes first: every search, however small its budget, trains it at the same fidelity
     # so the winner is compared with nnU-Net's default, not with nothing.
     baseline = baseline_spec()
-    picks = [r.spec for r in recommend_from_fingerprint(fp) if r.spec.name in space.losses and r.spec != baseline]
+    ranked = recommend_with_memory(fp) if cfg.memory else recommend_from_fingerprint(fp)  # --no-memory: no store
+    picks = [r.spec for r in ranked if r.spec.name in space.losses and r.spec != baseline]
     prior = [baseline] + picks[: max(0, cfg.prior_top - 1)]
 
     log(f"nnU-Net planning/preprocessing (once per study; log: {work_dir / 'nnunet_prepare.log'})")
@@ -175,7 +177,7 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     if studies.enqueue_prior(study, space, prior):
         log("prior enqueued: " + ", ".join(s.describe() for s in prior))
     if cfg.memory:
-        knowledge.enqueue_warm_start(study, space, fp, prior, cfg.memory_top, log)
+        memory.enqueue_warm_start(study, space, fp, prior, cfg.memory_top, log)
 
     executor = _make_executor(cfg, study, device)
     start = time.time()
@@ -189,7 +191,7 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
         executor.shutdown()
     verdict = save_results(study, work_dir)
     if cfg.memory:
-        knowledge.remember(study, fp, {"configuration": cfg.fidelity.configuration,
+        memory.remember(study, fp, {"configuration": cfg.fidelity.configuration,
                                        "fidelity": cfg.fidelity.to_dict(), "objective": cfg.objective,
                                        "budget": cfg.budget, "cases": len(prepared.case_ids),
                                        "spaces": settings["spaces"]}, log)
@@ -282,7 +284,7 @@ def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log) -
 def _make_executor(cfg: SearchConfig, study: optuna.Study, device: str):
     if cfg.workers <= 1 and cfg.ray_address is None:
         return LocalExecutor(study, threads=cfg.cpus_per_trial)
-    from autoloss.search.ray_executor import RayExecutor
+    from autoloss.searching.ray_executor import RayExecutor
 
     return RayExecutor(workers=cfg.workers, address=cfg.ray_address, device=device,
                        gpus_per_trial=cfg.gpus_per_trial, cpus_per_trial=cfg.cpus_per_trial)

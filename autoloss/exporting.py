@@ -15,11 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from autoloss._api_module import make_callable
 from autoloss.errors import AutolossError
 from autoloss.spec import LossSpec
 
-make_callable(__name__)  # autoloss.export(...) is also the API function (autoloss/api.py)
 
 PREFIX = "nnUNetTrainer_autoloss_"
 
@@ -101,9 +99,9 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
 def _from_study(storage_url: str | None, study_name: str, work_dir: Path, trial: int | None) -> ExportSource:
     import optuna
 
-    from autoloss.search import records as rec
-    from autoloss.search.study import make_storage
-    from autoloss.search.verdict import compute_verdict
+    from autoloss.searching import records as rec
+    from autoloss.searching.study import make_storage
+    from autoloss.searching.verdict import compute_verdict
 
     try:
         study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, work_dir))
