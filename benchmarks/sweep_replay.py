@@ -1,0 +1,374 @@
+"""Does the search choose right? The product's procedure replayed over an exhaustive sweep's per-case table.
+
+    python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8]
+
+Input: one folder per dataset written by ``benchmarks/sweep.py`` (``cases.csv``: one row per training, validation
+case and class with its metrics; ``meta.json``: the objective, the grid of LossSpecs in the prior's order, the
+confirmation folds; each grid entry is ``{"label": ..., "spec": LossSpec dict}``, Dice+CE labelled ``DiceCE``).
+Per dataset it prints:
+
+- the truth: each loss's paired per-case gain over Dice+CE on every case of the 5-fold split (from-scratch arm), on
+  the objective and on Dice, with the 95 % interval and the Wilcoxon p-value, and whether it beats, ties or loses;
+- the real A/A: Dice+CE seed b against seed a through the verdict (any `switch` is false);
+- the replay (``--seeds`` times): the validated cases dealt at random into folds of the original sizes (a rerun on
+  another split) and every value given run noise drawn from the Dice+CE seed pair (the per-case differences /
+  sqrt 2), then the product's own procedure: Dice+CE
+  and the prior's picks enqueued, TPE over the rest of the grid up to ``--budget`` screening trials on fold 0, the
+  top 2 confirmed against Dice+CE on the confirmation folds, ``autoloss.searching.verdict.decide``. Reported: the
+  verdict distribution, regret (the true gain of the best significantly-better loss, or 0, minus the true gain of
+  the chosen one; keep and inconclusive choose Dice+CE), the false-switch rate (a switch to a loss the truth does
+  not say beats Dice+CE) and the missed-win rate (no switch where the truth has a winner);
+- power: a loss planted into the table (Dice+CE's cases shifted by +2 points on the objective's metrics), how often
+  the replay switches to it (or to a real loss whose true gain is at least as large), next to what
+  ``bench_verdict_power.py``'s model predicts at the same case count.
+Last line: the headline over the datasets.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = ROOT / "benchmarks" / "results" / "sweep"
+# metrics where higher is better (shifted by the planted winner); the rest (hd95, betti0) are left alone
+HIGHER_IS_BETTER = ("dice", "nsd", "cldice", "lesion_f1", "lesion_recall", "lesion_precision")
+BASELINE = "DiceCE"
+PLANTED = "Planted+2"
+PLANTED_GAIN = 0.02
+AA_SPEC = {"name": "DiceCE", "params": {"ce.weight": 1.0}}  # Dice+CE under another key: a candidate for A/A tests
+
+
+@dataclass
+class Sweep:
+    """One dataset's sweep: per arm, loss key and fold, the per-case metric tables ({case: {class: {metric: v}}})."""
+
+    name: str
+    objective: str
+    grid: list[dict]  # {"label", "spec"} in the prior's order (Dice+CE first)
+    confirm_folds: list[int]
+    screen_fold: int = 0
+    tables: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))  # arm -> key -> fold -> {}
+    seeds: dict = field(default_factory=dict)  # (arm, key, fold) -> seed
+
+    def folds(self, arm: str, key: str) -> list[int]:
+        return sorted(self.tables[arm][key])
+
+
+def load_sweep(folder: Path) -> Sweep:
+    meta = json.loads((folder / "meta.json").read_text())
+    sweep = Sweep(meta["dataset"], meta["objective"], meta["grid"], meta["confirm_folds"], meta.get("screen_fold", 0))
+    with open(folder / "cases.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            arm, key, fold = row["arm"], row["loss"], int(row["fold"])
+            metrics = {m: float(v) for m, v in row.items() if m not in ("arm", "loss", "fold", "seed", "case", "class")
+                       and v not in ("", None)}
+            sweep.tables[arm][key].setdefault(fold, {}).setdefault(row["case"], {})[row["class"]] = metrics
+            sweep.seeds[(arm, key, fold)] = int(row["seed"])
+    return sweep
+
+
+def merged(table_by_fold: dict, folds) -> dict:
+    return {f"{f}/{c}": v for f in folds for c, v in table_by_fold.get(f, {}).items()}
+
+
+def spec_key(spec: dict) -> str:
+    from autoloss.spec import LossSpec
+
+    return LossSpec.from_dict(spec).key()
+
+
+def labels_by_key(specs: dict[str, dict]) -> dict[str, str]:
+    return {spec_key(s): label for label, s in specs.items()}
+
+
+# ---------------------------------------------------------------- the truth
+
+
+def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
+    """Per grid loss: paired gain over Dice+CE on every case its trainings validated (objective and Dice)."""
+    from autoloss.paired_stats import paired_comparison
+    from autoloss.nnunet.run import case_objective
+
+    base = sweep.tables[arm][BASELINE]
+    out = {}
+    for key, by_fold in sweep.tables[arm].items():
+        if key == BASELINE:
+            continue
+        folds = sorted(set(by_fold) & set(base))
+        cand, ref = merged(by_fold, folds), merged(base, folds)
+        obj = paired_comparison({k: case_objective(v, sweep.objective) for k, v in cand.items()},
+                                {k: case_objective(v, sweep.objective) for k, v in ref.items()})
+        dice = paired_comparison({k: case_objective(v, "dice") for k, v in cand.items()},
+                                 {k: case_objective(v, "dice") for k, v in ref.items()})
+        call = "beats" if obj.significant_gain else "loses" if obj.significant_loss else "ties"
+        out[key] = {"gain": obj.mean_gain, "ci": obj.ci, "p": obj.p_value, "cases": obj.cases, "folds": folds,
+                    "dice_gain": dice.mean_gain, "dice_ci": dice.ci, "dice_p": dice.p_value, "call": call}
+    return out
+
+
+def best_true_gain(t: dict[str, dict]) -> tuple[str | None, float]:
+    winners = {k: v["gain"] for k, v in t.items() if v["call"] == "beats"}
+    if not winners:
+        return None, 0.0
+    k = max(winners, key=winners.get)
+    return k, winners[k]
+
+
+# ---------------------------------------------------------------- the replay
+
+
+class Noise:
+    """Run noise per metric drawn from the Dice+CE seed pair: (a_i - b_i) / sqrt(2) over its cases and classes."""
+
+    def __init__(self, sweep: Sweep, arm_a: str = "scratch", arm_b: str = "scratch_seed2"):
+        a, b = sweep.tables[arm_a][BASELINE], sweep.tables[arm_b].get(BASELINE, {})
+        diffs: dict[str, list[float]] = defaultdict(list)
+        for fold in set(a) & set(b):
+            for case in set(a[fold]) & set(b[fold]):
+                for cls in set(a[fold][case]) & set(b[fold][case]):
+                    for m, va in a[fold][case][cls].items():
+                        vb = b[fold][case][cls].get(m)
+                        if vb is not None and math.isfinite(va) and math.isfinite(vb):
+                            diffs[m].append((va - vb) / math.sqrt(2))
+        self.draws = {m: np.array(v) for m, v in diffs.items() if v}
+
+    def sd(self, metric: str = "dice") -> float:
+        d = self.draws.get(metric)
+        return float(d.std()) if d is not None and d.size else float("nan")
+
+    def apply(self, rng, case: dict) -> dict:
+        out = {}
+        for cls, metrics in case.items():
+            noisy = {}
+            for m, v in metrics.items():
+                d = self.draws.get(m)
+                if d is None or not math.isfinite(v):
+                    noisy[m] = v
+                    continue
+                x = v + float(d[rng.integers(d.size)])
+                noisy[m] = min(1.0, max(0.0, x)) if m in HIGHER_IS_BETTER else max(0.0, x)
+            out[cls] = noisy
+        return out
+
+
+def planted_table(base_by_fold: dict, objective: str) -> dict:
+    """Dice+CE's cases with every higher-is-better metric the objective reads shifted by +2 points."""
+    from autoloss import objectives
+
+    wanted = {"dice"} | ({m for ms in objectives.parse(objective).values() for m in ms}
+                         if objectives.is_classwise(objective) else {objective})
+    return {f: {c: {cls: {m: (min(1.0, v + PLANTED_GAIN) if m in wanted and m in HIGHER_IS_BETTER else v)
+                          for m, v in ms.items()} for cls, ms in case.items()} for c, case in by_case.items()}
+            for f, by_case in base_by_fold.items()}
+
+
+def resample(rng, sweep: Sweep, tables: dict[str, dict], noise: Noise) -> dict[str, dict]:
+    """One replay world, as a rerun on another split would be: every validated case is dealt at random into folds of
+    the original sizes (without replacement: a case drawn twice would count twice in a paired test and make it
+    anti-conservative), the same deal for every loss so pairs stay paired, and each value gets its own run noise.
+    A case keeps the value its own training gave it."""
+    base = tables[BASELINE]
+    pool = [(f, c) for f in sorted(base) for c in sorted(base[f])]
+    sizes = [(f, len(base[f])) for f in sorted(base)]
+    order = [pool[i] for i in rng.permutation(len(pool))]
+    out: dict[str, dict] = {k: {} for k in tables}
+    start = 0
+    for fold, size in sizes:
+        dealt = order[start:start + size]
+        start += size
+        for key, t in tables.items():
+            out[key][fold] = {f"{f}/{c}": noise.apply(rng, t[f][c]) for f, c in dealt if c in t.get(f, {})}
+    return out
+
+
+def fold_objective(table_by_fold: dict, fold: int, objective: str) -> float:
+    from autoloss.nnunet.run import case_objective
+
+    vals = [case_objective(v, objective) for v in table_by_fold.get(fold, {}).values()]
+    vals = [x for x in vals if x == x]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def screen(world: dict[str, dict], order: list[str], sweep: Sweep, budget: int, seed: int,
+           prior_top: int = 4) -> list[tuple[str, float]]:
+    """The product's screening restricted to the grid: Dice+CE and the prior's picks first, then TPE (seeded,
+    the product's startup count) over the grid's losses; each pick's value is its fold-0 objective in this world."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    keys = [k for k in order if k in world]
+    prior = keys[:prior_top]
+    startup = max(2, min(5, budget // 4))
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(prior) + startup)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for k in prior:
+        study.enqueue_trial({"loss": k})
+    values = []
+    for _ in range(budget):
+        trial = study.ask({"loss": optuna.distributions.CategoricalDistribution(keys)})
+        key = trial.params["loss"]
+        v = fold_objective(world[key], sweep.screen_fold, sweep.objective)
+        study.tell(trial, v if v == v else 0.0)
+        values.append((key, v))
+    return values
+
+
+def confirm_and_decide(world: dict[str, dict], candidates: list[str], sweep: Sweep, specs: dict[str, dict]):
+    from autoloss.paired_stats import ALPHA
+    from autoloss.searching.verdict import compare, decide
+    from autoloss.spec import LossSpec
+
+    alpha = ALPHA / max(1, len(candidates))
+    base = merged(world[BASELINE], sweep.confirm_folds)
+    comps = [compare(merged(world[k], sweep.confirm_folds), base, sweep.objective,
+                     LossSpec.from_dict(specs[k]), alpha) for k in candidates]
+    return decide(comps, sweep.objective, sweep.confirm_folds)
+
+
+def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], specs: dict[str, dict],
+                noise: Noise, budget: int, seed: int, top: int = 2) -> tuple[str, str | None]:
+    world = resample(rng, sweep, tables, noise)
+    screened = screen(world, order, sweep, budget, seed)
+    chosen: list[str] = []
+    for key, _ in sorted(screened, key=lambda kv: -(kv[1] if kv[1] == kv[1] else -1)):
+        if key != BASELINE and key not in chosen:
+            chosen.append(key)
+        if len(chosen) == top:
+            break
+    if not chosen:
+        return "keep", None
+    v = confirm_and_decide(world, chosen, sweep, specs)
+    return v.decision, (labels_by_key(specs).get(v.loss.key()) if v.loss else None)
+
+
+def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False) -> list[tuple[str, str | None]]:
+    tables = {k: dict(v) for k, v in sweep.tables["scratch"].items()}
+    specs = {g["label"]: g["spec"] for g in sweep.grid}
+    order = [g["label"] for g in sweep.grid]
+    if planted:
+        tables[PLANTED] = planted_table(tables[BASELINE], sweep.objective)
+        specs[PLANTED] = AA_SPEC  # a distinct spec with Dice+CE's terms
+        order = order + [PLANTED]  # the prior knows nothing of it: TPE must find it
+    noise = Noise(sweep)
+    rng = np.random.default_rng(0)
+    return [replay_once(rng, sweep, tables, order, specs, noise, budget, seed=s) for s in range(seeds)]
+
+
+def summarise(outcomes, t: dict[str, dict]) -> dict:
+    best_key, best_gain = best_true_gain(t)
+    n = len(outcomes)
+    regrets, false_switch, missed = [], 0, 0
+    dist = defaultdict(int)
+    for decision, loss in outcomes:
+        dist[decision] += 1
+        chosen_gain = t[loss]["gain"] if decision == "switch" and loss in t else 0.0
+        regrets.append(max(0.0, best_gain - chosen_gain))
+        if decision == "switch" and (loss not in t or t[loss]["call"] != "beats"):
+            false_switch += 1
+        if decision != "switch" and best_key is not None:
+            missed += 1
+    return {"n": n, "switch": dist["switch"] / n, "keep": dist["keep"] / n, "inconclusive": dist["inconclusive"] / n,
+            "regret_median": float(np.median(regrets)), "regret_mean": float(np.mean(regrets)),
+            "false_switch": false_switch / n, "missed": missed / n if best_key else float("nan"),
+            "switched_to": {k: sum(1 for d, l in outcomes if d == "switch" and l == k) / n
+                            for k in {l for d, l in outcomes if d == "switch"}}}
+
+
+def predicted_power(cases: int, noise_sd: float, runs: int = 400) -> float:
+    """``bench_verdict_power.py``'s model (case effects + run noise, two candidates) at this case count."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_verdict_power import switch_rate
+
+    return switch_rate(np.random.default_rng(1), cases, PLANTED_GAIN, noise_sd, runs)
+
+
+def real_aa(sweep: Sweep) -> str | None:
+    """Dice+CE seed b as a candidate against seed a, through the verdict, on every fold both have."""
+    from autoloss.paired_stats import ALPHA
+    from autoloss.searching.verdict import compare, decide
+    from autoloss.spec import LossSpec
+
+    a, b = sweep.tables["scratch"].get(BASELINE, {}), sweep.tables["scratch_seed2"].get(BASELINE, {})
+    folds = sorted(set(a) & set(b))
+    if not folds:
+        return None
+    c = compare(merged(b, folds), merged(a, folds), sweep.objective, LossSpec.from_dict(AA_SPEC), ALPHA)
+    return decide([c], sweep.objective, folds).decision
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.1f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
+    parser.add_argument("--seeds", type=int, default=500)
+    parser.add_argument("--budget", type=int, default=8)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    folders = sorted(p.parent for p in Path(args.folder).glob("*/meta.json"))
+    if not folders:
+        raise SystemExit(f"no sweep under {args.folder} (run benchmarks/sweep.py first)")
+    report = {}
+    for folder in folders:
+        sweep = load_sweep(folder)
+        if BASELINE not in sweep.tables["scratch"] or len(sweep.tables["scratch"]) < 2:
+            print(f"{sweep.name}: sweep incomplete, skipped")
+            continue
+        t = truth(sweep)
+        print(f"\n{sweep.name}: objective {sweep.objective}; truth = paired gain over Dice+CE on every case "
+              f"(from scratch, scaled network)")
+        print(f"{'loss':<34} {'gain':>6} {'95% CI':>16} {'p':>7} {'Dice gain':>9} {'cases':>5} call")
+        for key, r in sorted(t.items(), key=lambda kv: -kv[1]["gain"]):
+            print(f"{key[:34]:<34} {100 * r['gain']:+6.2f} [{100 * r['ci'][0]:+6.2f},{100 * r['ci'][1]:+6.2f}] "
+                  f"{r['p']:7.3g} {100 * r['dice_gain']:+9.2f} {r['cases']:5d} {r['call']}")
+        noise = Noise(sweep)
+        aa = real_aa(sweep)
+        outcomes = replay(sweep, args.seeds, args.budget)
+        s = summarise(outcomes, t)
+        planted = replay(sweep, args.seeds, args.budget, planted=True)
+        found = sum(1 for d, l in planted if d == "switch" and (l == PLANTED or (l in t and t[l]["call"] == "beats"
+                                                                                and t[l]["gain"] >= PLANTED_GAIN))) / len(planted)
+        cases = sum(len(sweep.tables["scratch"][BASELINE].get(f, {})) for f in sweep.confirm_folds)
+        predicted = predicted_power(cases, noise.sd("dice"))
+        aa_replay = [confirm_and_decide(resample(np.random.default_rng(i), sweep,
+                                                 {BASELINE: sweep.tables["scratch"][BASELINE],
+                                                  "DiceCE#2": sweep.tables["scratch_seed2"].get(BASELINE, {})}, noise),
+                                        ["DiceCE#2"], sweep, {"DiceCE#2": AA_SPEC}).decision
+                     for i in range(min(args.seeds, 200))] if sweep.tables["scratch_seed2"] else []
+        aa_rate = sum(d == "switch" for d in aa_replay) / len(aa_replay) if aa_replay else float("nan")
+        print(f"run noise SD (Dice, per case, from the seed pair): {noise.sd('dice'):.4f}; real A/A: {aa}; "
+              f"replay A/A false switches {100 * aa_rate:.1f}%")
+        print(f"replay ({args.seeds} seeds, budget {args.budget}, confirm folds {sweep.confirm_folds}, {cases} "
+              f"cases): switch {100 * s['switch']:.1f}% keep {100 * s['keep']:.1f}% inconclusive "
+              f"{100 * s['inconclusive']:.1f}%; regret median {100 * s['regret_median']:.2f} mean "
+              f"{100 * s['regret_mean']:.2f} points; false switch {100 * s['false_switch']:.1f}%; missed win "
+              f"{_pct(s['missed'])}; switched to "
+              f"{ {k: round(v, 3) for k, v in s['switched_to'].items()} }")
+        print(f"planted +2 points: found {100 * found:.1f}% (bench_verdict_power model at {cases} cases, noise "
+              f"{noise.sd('dice'):.3f}: {100 * predicted:.1f}%)")
+        report[sweep.name] = s | {"truth": t, "aa_real": aa, "aa_replay": aa_rate, "planted_found": found,
+                                  "planted_predicted": predicted, "cases": cases}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    if report:
+        worst_fs = max(r["false_switch"] for r in report.values())
+        worst_regret = max(r["regret_median"] for r in report.values())
+        print(f"\nheadline: {len(report)} dataset(s); worst false-switch rate {100 * worst_fs:.1f}% (bar 5%); worst "
+              f"median regret {100 * worst_regret:.2f} points (bar 0.5); planted winner found "
+              + ", ".join(f"{n} {100 * r['planted_found']:.0f}% vs {100 * r['planted_predicted']:.0f}% predicted"
+                          for n, r in report.items()))
+
+
+if __name__ == "__main__":
+    main()

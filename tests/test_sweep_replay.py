@@ -1,0 +1,80 @@
+"""The sweep replay (benchmarks/sweep_replay.py) on generated per-case tables with a known truth: it must call a
+real winner a winner, find it, and never switch where nothing wins."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import sweep_replay as sr  # noqa: E402
+
+GRID = [("DiceCE", {"name": "DiceCE", "params": {}}),
+        ("DiceFocal", {"name": "DiceFocal", "params": {}}),
+        ("DiceTopK10", {"name": "DiceTopK", "params": {"topk.k": 10.0}}),
+        ("DiceTopK90", {"name": "DiceTopK", "params": {"topk.k": 90.0}})]
+
+
+def write_sweep(folder: Path, gains: dict[str, float], cases_per_fold: int = 12, noise: float = 0.02) -> Path:
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True)
+    meta = {"dataset": folder.name, "objective": "dice", "grid": [{"label": k, "spec": s} for k, s in GRID],
+            "confirm_folds": [1, 2], "screen_fold": 0}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with open(folder / "cases.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["arm", "loss", "fold", "seed", "case", "class", "dice"])
+        for fold in range(5):
+            for c in range(cases_per_fold):
+                effect = rng.uniform(0.5, 0.85)
+                for label, gain in gains.items():
+                    w.writerow(["scratch", label, fold, 0, f"c{fold}_{c}", "1",
+                                round(min(1, effect + gain + rng.normal(0, noise)), 5)])
+                w.writerow(["scratch_seed2", "DiceCE", fold, 1, f"c{fold}_{c}", "1",
+                            round(min(1, effect + rng.normal(0, noise)), 5)])
+    return folder
+
+
+def test_a_clear_winner_is_called_and_found(tmp_path):
+    sweep = sr.load_sweep(write_sweep(tmp_path / "win", {"DiceCE": 0, "DiceFocal": 0.06, "DiceTopK10": -0.05,
+                                                         "DiceTopK90": 0.0}))
+    t = sr.truth(sweep)
+    assert t["DiceFocal"]["call"] == "beats" and t["DiceTopK10"]["call"] == "loses"
+    assert t["DiceTopK90"]["call"] == "ties"
+    s = sr.summarise(sr.replay(sweep, seeds=12, budget=4), t)
+    assert s["switched_to"].get("DiceFocal", 0) >= 0.8, s
+    assert s["false_switch"] == 0 and s["regret_median"] == 0.0
+    assert sr.real_aa(sweep) != "switch"
+
+
+def test_nothing_wins_means_no_switch_and_no_regret(tmp_path):
+    sweep = sr.load_sweep(write_sweep(tmp_path / "flat", {k: 0.0 for k, _ in GRID}))
+    t = sr.truth(sweep)
+    assert sr.best_true_gain(t) == (None, 0.0)
+    s = sr.summarise(sr.replay(sweep, seeds=12, budget=4), t)
+    assert s["switch"] <= 1 / 12 and s["regret_median"] == 0.0, s
+    assert s["missed"] != s["missed"]  # nothing to miss: NaN
+
+
+@pytest.mark.parametrize("always", ["keep", "switch-wrong"])
+def test_the_summary_fails_a_product_that_always_keeps_or_switches_wrong(tmp_path, always):
+    sweep = sr.load_sweep(write_sweep(tmp_path / "w", {"DiceCE": 0, "DiceFocal": 0.06, "DiceTopK10": -0.05,
+                                                       "DiceTopK90": 0.0}))
+    t = sr.truth(sweep)
+    outcomes = [("keep", None)] * 10 if always == "keep" else [("switch", "DiceTopK10")] * 10
+    s = sr.summarise(outcomes, t)
+    if always == "keep":
+        assert s["missed"] == 1.0 and s["regret_median"] == pytest.approx(t["DiceFocal"]["gain"])
+    else:
+        assert s["false_switch"] == 1.0 and s["regret_median"] > 0.09
+
+
+def test_planted_winner_is_dice_ce_shifted_by_two_points():
+    base = {0: {"a": {"1": {"dice": 0.5, "hd95": 3.0}}, "b": {"1": {"dice": 0.995}}}}
+    planted = sr.planted_table(base, "dice")
+    assert planted[0]["a"]["1"] == {"dice": pytest.approx(0.52), "hd95": 3.0}
+    assert planted[0]["b"]["1"]["dice"] == 1.0
