@@ -107,7 +107,8 @@ class DatabaseLease:
     def acquire(self) -> "DatabaseLease":
         import sqlalchemy as sa
 
-        self._connect()
+        if self._engine is None:
+            self._connect()
         t = self._table
         for _ in range(10):  # each round either wins, refuses, or saw the row change hands and looks again
             try:
