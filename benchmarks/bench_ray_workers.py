@@ -73,6 +73,8 @@ def throughput(ds, base: Path, tmp: Path, label: str, nodes: list[int] | None, a
 
 def storage_cost(url: str | None, work: Path, n: int, epochs: int, result: dict) -> list[float]:
     """Seconds of storage work per trial (everything a trial costs the study, none of the training)."""
+    import warnings
+
     import optuna
 
     from autoloss.losses import baseline_spec
@@ -84,6 +86,8 @@ def storage_cost(url: str | None, work: Path, n: int, epochs: int, result: dict)
     from autoloss.searching.trial import TrialOutcome
 
     work.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     space = SearchSpace.load(("compound",))
     settings = {"dataset": "bench", "cases": [], "fidelity": {"epochs": epochs}, "objective": "dice",
                 "losses": space.losses, "spaces": ["compound.yaml"]}

@@ -88,28 +88,30 @@ def storage(request, tmp_path) -> str | None:
 
 
 def test_ten_pairs_of_drivers_started_together_exactly_one_runs(storage, tmp_path):
-    pairs = [(_driver(storage, tmp_path / f"work{i}a", f"study{i}"), _driver(storage, tmp_path / f"work{i}b",
-                                                                            f"study{i}")) for i in range(10)]
-    try:
-        for pair in pairs:
-            assert all(p.stdout.readline().strip() == "ready" for p in pair)
-        for i, pair in enumerate(pairs):  # one pair at a time: the two wake up together, not behind 18 others
-            a, b = _go(*pair, ready=False)
-            assert abs(a[1] - b[1]) < 0.1, f"pair {i} did not start within 100 ms: {a} {b}"
-            assert sorted([a[0], b[0]]) == ["held", "refused"], f"pair {i}: {a[0]}, {b[0]}"
-            loser = pairs[i][0] if a[0] == "refused" else pairs[i][1]
-            winner = pairs[i][1] if loser is pairs[i][0] else pairs[i][0]
-            assert loser.wait(timeout=30) == 2
-            message = loser.stderr.read().strip()
-            assert len(message.splitlines()) == 1 and f"study{i}" in message, message
-            assert f"pid {winner.pid} on host {socket.gethostname()}" in message
-            assert winner.poll() is None  # still running, still holding
-    finally:
-        for pair in pairs:
-            for p in pair:
-                if p.poll() is None:
-                    p.stdin.close()  # the holder releases and ends
-                    p.wait(timeout=30)
+    spreads, attempts = [], 0
+    for i in range(10):
+        while True:
+            attempts += 1
+            assert attempts <= 30, f"the machine could not start two processes within 100 ms: {spreads}"
+            pair = [_driver(storage, tmp_path / f"work{attempts}{side}", f"study{i}") for side in "ab"]
+            try:
+                (word_a, went_a), (word_b, went_b) = _go(*pair)
+                spreads.append(round(abs(went_a - went_b), 4))
+                if spreads[-1] >= 0.1:
+                    continue  # one was scheduled late (a loaded machine): not a pair started together; again
+                assert sorted([word_a, word_b]) == ["held", "refused"], f"pair {i}: {word_a}, {word_b}"
+                winner, loser = pair if word_a == "held" else pair[::-1]
+                assert loser.wait(timeout=30) == 2
+                message = loser.stderr.read().strip()
+                assert len(message.splitlines()) == 1 and f"'study{i}'" in message, message
+                assert f"pid {winner.pid} on host {socket.gethostname()}" in message
+                assert winner.poll() is None  # still running, still holding
+                break
+            finally:
+                for p in pair:
+                    if p.poll() is None:
+                        p.stdin.close()  # the holder releases and ends
+                        p.wait(timeout=30)
     for i in range(10):  # every lease was given back: each study can be taken again at once
         with study_lease(storage, tmp_path / "again", f"study{i}") as lease:
             assert lease.takeover is None
