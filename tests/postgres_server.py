@@ -2,8 +2,10 @@
 
 Where the server comes from, first that works:
 1. ``AUTOLOSS_TEST_POSTGRES=postgresql://...``: a server you run (each test makes its own database there);
-2. pgserver (PyPI, pinned in .ci/requirements.txt): PostgreSQL's own binaries in a wheel. As root (CI here runs as
-   root) it runs the server as a system user ``pgserver`` it creates, since PostgreSQL refuses to run as root;
+2. pgserver (PyPI, pinned in .ci/requirements.txt, so `bash .ci/setup` installs it): PostgreSQL 16's own binaries
+   in a wheel. PostgreSQL refuses to run as root; as root (CI here runs as root) pgserver creates a system user
+   ``pgserver`` (useradd), runs the server as that user and opens the folders above its binaries and its data
+   folder to it (chmod o+rx);
 3. Debian's ``postgresql`` package (``/usr/lib/postgresql/*/bin``), run as its ``postgres`` user when we are root
    (``AUTOLOSS_TEST_POSTGRES=debian`` picks it directly).
 

@@ -109,6 +109,15 @@ class DatabaseLease:
 
         if self._engine is None:
             self._connect()
+        try:
+            return self._take()
+        except sa.exc.SQLAlchemyError as exc:  # the server went away, a lock timeout (SQLite), ...
+            self._engine.dispose()
+            raise AutolossError(storage_error(self.url, exc)) from None
+
+    def _take(self) -> "DatabaseLease":
+        import sqlalchemy as sa
+
         t = self._table
         for _ in range(10):  # each round either wins, refuses, or saw the row change hands and looks again
             try:
@@ -275,8 +284,9 @@ def storage_error(url: str, exc: BaseException) -> str:
     """One line for a storage that cannot be opened (its password masked; the driver to install if missing)."""
     if isinstance(exc, ImportError):
         return (f"cannot open storage {_masked(url)}: its database driver {exc.name!r} is not installed "
-                "(PostgreSQL: pip install 'psycopg[binary]'; MySQL: pip install PyMySQL)")
-    return f"cannot open storage {_masked(url)}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+                "(for PostgreSQL: pip install 'autoloss[postgres]')")
+    text = str(exc).strip()
+    return f"cannot open storage {_masked(url)}: {text.splitlines()[0] if text else type(exc).__name__}"
 
 
 def _masked(url: str) -> str:
