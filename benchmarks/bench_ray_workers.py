@@ -155,7 +155,8 @@ if __name__ == "__main__":
             med = statistics.median(costs)
             print(f"{name:12} {1000 * med:16.1f} {1000 * max(costs):13.1f} {100 * med / trial_s:16.2f}%")
         extra = statistics.median(database) - statistics.median(journal)
-        print(f"load: {load}")
+        print(f"load at the start: {load}")
+        print(f"load at the end:   {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
         print(f"headline: 2 nodes of 1 CPU give {rows[2]['rate'] / rows[0]['rate']:.2f}x and 2 workers on one node "
               f"{rows[1]['rate'] / rows[0]['rate']:.2f}x the trials per hour of 1 worker (bar 1.6x); PostgreSQL "
               f"storage costs {1000 * extra:+.1f} ms per trial against the journal "
