@@ -217,7 +217,8 @@ def test_a_node_removed_mid_trial_requeues_that_trial_and_the_search_finishes(cl
     assert removed, "the node was never removed"
     trials = study.get_trials()
     died = [t for t in trials if t.user_attrs.get(rec.INTERRUPTED)]
-    assert len(died) == 1 and "worker died" in died[0].user_attrs[rec.REASON]
+    assert len(died) == 1 and died[0].user_attrs[rec.REASON] == \
+        f"worker died: its node 127.0.0.1/{removed[0][:8]} died or became unreachable (NodeDiedError)"
     done = studies.counted(study)
     assert len(done) == 2 and all(t.state == rec.COMPLETE for t in done)
     survivor = cluster.workers[0].node_id[:8]

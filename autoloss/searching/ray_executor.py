@@ -18,6 +18,7 @@ Each outcome names the node that ran it (host and Ray node id: ``node`` in resul
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -49,6 +50,16 @@ def _run_on_worker(job: TrialJob) -> TrialOutcome:
     out = execute(job)
     out.node = node
     return out
+
+
+def _died(exc: Exception) -> str:
+    """The one-line reason of a trial whose worker process or node died (the prefix --retry-failed looks for)."""
+    text = str(exc)
+    node = re.search(r"Node IP: ([^,\s]+), node ID: ([0-9a-f]{8})", text)
+    if node:  # Ray's NodeDiedError: a paragraph; say which node in a few words
+        return f"worker died: its node {node.group(1)}/{node.group(2)} died or became unreachable ({type(exc).__name__})"
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return f"worker died: {type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -133,9 +144,7 @@ class RayExecutor:
                 done.append(TrialOutcome(job.number, job.trial_id, "fail",
                                          reason=f"error in worker: {type(cause).__name__}: {cause}"))
             except Exception as exc:  # noqa: BLE001 - a dead worker or a lost node: the trial fails, not the search
-                lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-                done.append(TrialOutcome(job.number, job.trial_id, "fail",
-                                         reason=f"worker died: {type(exc).__name__}: {lines[-1] if lines else ''}"))
+                done.append(TrialOutcome(job.number, job.trial_id, "fail", reason=_died(exc)))
         return done
 
     def shutdown(self) -> None:
