@@ -49,7 +49,7 @@ class FileLock:
             os.close(fd)
             if exc.errno not in (errno.EACCES, errno.EAGAIN):
                 raise AutolossError(f"{self.path}: cannot take the lock ({exc.strerror})") from None
-            raise AutolossError(self.busy(read_owner(self.path))) from None
+            raise AutolossError(self.busy(_holder(self.path))) from None
         previous = _parse(os.pread(fd, 65536, 0))
         if previous.get("pid"):
             self.stale = previous  # its process is gone (else the record lock would be held)
@@ -104,6 +104,29 @@ def read_owner(path: str | Path) -> dict:
         return _parse(Path(path).read_bytes())
     except OSError:
         return {}
+
+
+def _holder(path: Path, wait: float = 2.0) -> dict:
+    """The record of the process holding the lock. A holder writes its record just after it takes the lock, so for
+    a moment the file is empty or still names the previous (dead) owner: wait briefly for a live record."""
+    deadline = time.time() + wait
+    while True:
+        owner = read_owner(path)
+        if owner.get("pid") and (owner.get("host") != socket.gethostname() or _alive(owner["pid"])):
+            return owner
+        if time.time() > deadline:
+            return owner
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
 
 
 def describe_stale(owner: dict) -> str:
