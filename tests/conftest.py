@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Ray test clusters (a local one, and the multi-node harness of tests/test_cluster.py) on loopback only: with this,
+# Ray takes 127.0.0.1 as every node's address instead of the machine's network address. Set before Ray is imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 HIPPO = SHARED_DATASETS / "Dataset103_Hippocampus"
@@ -71,3 +75,17 @@ def search_work_dir(hippo_prepared, tmp_path) -> Path:
     work = tmp_path / "work"
     shutil.copytree(hippo_prepared / "nnunet", work / "nnunet", symlinks=True)
     return work
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server for the test run (tests/postgres_server.py); ``postgres.database(name)`` -> URL."""
+    from postgres_server import _Unavailable, running_postgres
+
+    try:
+        with running_postgres(tmp_path_factory.mktemp("postgres")) as server:
+            yield server
+    except _Unavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"no PostgreSQL server for the tests: {exc}")
+        pytest.skip(f"no PostgreSQL server for the tests: {exc}")

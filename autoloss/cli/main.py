@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--workers", type=int, default=1, help="trials at a time through a local Ray cluster")
+    p.add_argument("--workers", type=int, default=None,
+                   help="trials at a time through Ray (default: 1; with --ray-address, one per GPU of the cluster, on CPU one per node)")
     p.add_argument("--ray-address", help="use an existing Ray cluster ('auto' or host:port)")
     p.add_argument("--gpus-per-trial", type=float, help="default 1 when GPUs are visible")
     p.add_argument("--cpus-per-trial", type=int, help="CPU threads per trial (default: cores / workers)")

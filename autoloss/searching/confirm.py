@@ -86,7 +86,8 @@ def pending(study: optuna.Study, plan: dict) -> list[tuple[LossSpec, int]]:
 def record(study: optuna.Study, spec: LossSpec, fold: int, epochs: int, outcome, objective: str) -> None:
     """Add one finished confirmation training to the study (no parameters: the sampler never models it)."""
     attrs = {rec.SPEC: spec.to_dict(), rec.SOURCE: "confirm", rec.PHASE: "confirm", rec.FOLD: fold,
-             rec.EPOCHS: epochs, "seconds": outcome.result.get("seconds") if outcome.result else None}
+             rec.EPOCHS: epochs, "seconds": outcome.result.get("seconds") if outcome.result else None,
+             "node": outcome.node}
     if outcome.state == "complete":
         folds = outcome.result["folds"]
         attrs[rec.METRICS] = outcome.result["metrics"]

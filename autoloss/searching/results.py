@@ -49,6 +49,7 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
                     row[f"{metric}_{cls}"] = v
         row.update(epochs=t.user_attrs.get("epochs_run") or t.user_attrs.get(rec.EPOCHS),
                    seconds=t.user_attrs.get("seconds"), overhead_s=t.user_attrs.get("overhead_seconds"),
+                   node=t.user_attrs.get("node"),
                    reason=t.user_attrs.get(rec.REASON))
         rows.append(row)
     df = pd.DataFrame(rows)

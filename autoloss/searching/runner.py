@@ -26,6 +26,7 @@ from autoloss.searching import confirm
 from autoloss.searching import records as rec
 from autoloss.searching import study as studies
 from autoloss.searching.confirm import ConfirmSettings
+from autoloss.searching.lease import study_lease
 from autoloss.searching.lock import WorkDirLock, describe_stale
 from autoloss.searching.results import save_results
 from autoloss.searching.space import SearchSpace
@@ -49,7 +50,7 @@ class SearchConfig:
     spaces: tuple[str, ...] = ("compound",)
     prior_top: int = 4
     pruner: str = "median"
-    workers: int = 1
+    workers: int | None = None  # trials at a time; None: 1 in-process, or fill the cluster given by ray_address
     ray_address: str | None = None
     gpus_per_trial: float | None = None
     cpus_per_trial: int | None = None
@@ -124,15 +125,26 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     env.configure(work_dir, processes=cfg.preprocess_processes)
 
     from autoloss.dataset import read_dataset
-    from autoloss.fingerprinting import compute_fingerprint
-    from autoloss.nnunet.prepare import prepare
-    from autoloss.knowledge.ranking import recommend_with_memory
-    from autoloss.prior import recommend_from_fingerprint
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    space = SearchSpace.load(cfg.spaces)  # fails early on a bad --space; re-loaded below with the regimes
+    SearchSpace.load(cfg.spaces)  # fails early on a bad --space; loaded below with the dataset's regimes
     ds = read_dataset(cfg.dataset, max_cases=cfg.max_cases)
+    study_name = cfg.study_name or f"autoloss_{ds.root.name}_{cfg.fidelity.configuration}"
+    # One driver per study, whatever the storage (another work directory or machine may point at the same one).
+    with study_lease(cfg.storage, work_dir, study_name) as lease:
+        if lease.takeover:
+            log(lease.takeover)
+        return _run_leased(cfg, work_dir, ds, study_name, lease, progress, log)
+
+
+def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, progress: Callable | None,
+                log: Callable[[str], None]):
+    from autoloss.fingerprinting import compute_fingerprint
+    from autoloss.knowledge.ranking import recommend_with_memory
+    from autoloss.nnunet.prepare import prepare
+    from autoloss.prior import recommend_from_fingerprint
+
     fp_file = work_dir / "fingerprint.json"
     if fp_file.exists():
         fp = json.loads(fp_file.read_text())
@@ -163,7 +175,6 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
                      if cfg.confirm.enabled else [])
     _log_plan(cfg, confirm_folds, log)
     device = cfg.device or _default_device()
-    study_name = cfg.study_name or f"autoloss_{prepared.dataset_name}_{cfg.fidelity.configuration}"
     settings = {"dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
                 "fidelity": cfg.fidelity.to_dict(), "objective": objective, "losses": space.losses,
                 "spaces": [Path(s).name for s in space.sources]}
@@ -184,9 +195,9 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     job = partial(TrialJob, prepared=prepared, objective=objective, device=device, study_name=study_name,
                   storage_url=cfg.storage, work_dir=str(work_dir), threads=getattr(executor, "threads", None))
     try:
-        finished = _screen(cfg, study, space, executor, job, work_dir, start, progress)
+        finished = _screen(cfg, study, space, executor, job, work_dir, start, progress, lease.check)
         if cfg.confirm.enabled and finished and not _out_of_time(cfg, start):
-            _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log)
+            _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log, lease.check)
     finally:
         executor.shutdown()
     verdict = save_results(study, work_dir)
@@ -216,14 +227,16 @@ def _out_of_time(cfg: SearchConfig, start: float) -> bool:
     return cfg.timeout is not None and time.time() - start > cfg.timeout
 
 
-def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool:
-    """The ask/tell loop over the screening budget; True when the budget is complete."""
+def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_lease) -> bool:
+    """The ask/tell loop over the screening budget; True when the budget is complete. ``check_lease`` raises once
+    another driver took the study over: nothing more is written then."""
     pending: dict[int, optuna.Trial] = {}
     try:
         while True:
             finished = len(studies.counted(study))
             while len(pending) < executor.slots and finished + len(pending) < cfg.budget \
                     and not _out_of_time(cfg, start):
+                check_lease()
                 trial = study.ask()
                 spec = _spec_of(trial, space)
                 trial.set_user_attr(rec.SPEC, spec.to_dict())
@@ -236,6 +249,7 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool
             if not pending:
                 break
             for outcome in executor.wait():
+                check_lease()
                 trial = pending.pop(outcome.number)
                 _tell(study, trial, outcome, retry=cfg.retry_failed)
                 if progress:
@@ -248,7 +262,7 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool
     return len(studies.counted(study)) >= cfg.budget
 
 
-def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log) -> None:
+def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log, check_lease) -> None:
     """Re-train the top candidates and Dice+CE on the confirmation folds; record each training as it ends."""
     epochs = cfg.confirm.epochs or cfg.fidelity.epochs
     objective = study.user_attrs[rec.SETTINGS]["objective"]  # resolved (--metric auto: class-wise)
@@ -271,6 +285,7 @@ def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log) -
         if not pending:
             break
         for outcome in executor.wait():
+            check_lease()
             spec, fold = pending.pop(outcome.number)
             if cfg.retry_failed and (outcome.reason or "").startswith("worker died"):
                 queue.append((outcome.number * -1, (spec, fold)))  # not recorded: it runs again
@@ -282,7 +297,7 @@ def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log) -
 
 
 def _make_executor(cfg: SearchConfig, study: optuna.Study, device: str):
-    if cfg.workers <= 1 and cfg.ray_address is None:
+    if (cfg.workers or 1) <= 1 and cfg.ray_address is None:
         return LocalExecutor(study, threads=cfg.cpus_per_trial)
     from autoloss.searching.ray_executor import RayExecutor
 
@@ -299,7 +314,8 @@ def _spec_of(trial: optuna.Trial, space: SearchSpace) -> LossSpec:
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bool) -> None:
-    attrs = {"started": out.started, "ended": out.ended, "worker": out.worker, "cpu_seconds": out.cpu_seconds}
+    attrs = {"started": out.started, "ended": out.ended, "worker": out.worker, "node": out.node,
+             "cpu_seconds": out.cpu_seconds}
     if out.result:
         attrs[rec.PER_CASE] = {str(f["fold"]): f["per_case"] for f in out.result["folds"]}
         attrs[rec.CURVES] = rec.curves_of(out.result)

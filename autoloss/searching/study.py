@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from autoloss.errors import AutolossError
+from autoloss.searching.lease import journal_path, storage_error
 from autoloss.searching.records import INTERRUPTED, PRIOR_FLAG, SETTINGS, SOURCE, SPEC, phase
 from autoloss.spec import LossSpec
 
@@ -22,8 +23,8 @@ def make_storage(url: str | None, work_dir: Path):
     A ``*.journal`` / ``*.log`` path uses that file; any other URL goes to Optuna (e.g. postgresql://...)."""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    if url is None or url.endswith((".journal", ".log")):
-        path = Path(url) if url else Path(work_dir) / "study.journal"
+    path = journal_path(url, work_dir)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite"):
@@ -33,7 +34,7 @@ def make_storage(url: str | None, work_dir: Path):
     try:
         return optuna.storages.get_storage(url)
     except Exception as exc:  # noqa: BLE001 - many driver-specific errors, one user message
-        raise AutolossError(f"cannot open Optuna storage {url!r}: {exc}") from None
+        raise AutolossError(storage_error(url, exc)) from None
 
 
 def open_work_dir_study(work_dir: Path, study_name: str | None = None) -> optuna.Study:

@@ -51,7 +51,8 @@ class TrialOutcome:
     result: dict = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
-    worker: str = ""
+    worker: str = ""  # host:pid of the process that trained
+    node: str = ""  # the machine (with its Ray node id on a cluster): results.csv's `node`
     cpu_seconds: float = 0.0
 
 
@@ -78,7 +79,7 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
                 raise optuna.TrialPruned(f"pruned at epoch {step} (pseudo-Dice {dice:.4f})")
 
     out = TrialOutcome(job.number, job.trial_id, "fail", started=time.time(),
-                       worker=f"{socket.gethostname()}:{os.getpid()}")
+                       worker=f"{socket.gethostname()}:{os.getpid()}", node=socket.gethostname())
     cpu0 = time.process_time()
     try:
         result = run_trial(job.spec, job.prepared, job.fidelity, Path(job.trial_dir), device=job.device,
