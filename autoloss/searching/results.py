@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from autoloss import schema
 from autoloss.searching import records as rec
 from autoloss.searching.verdict import Verdict, compute_verdict
 from autoloss.spec import LossSpec
@@ -25,6 +26,7 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
     import pandas as pd
 
     comparisons = {c.spec.key(): c for c in (verdict.comparisons if verdict else [])}
+    identity = study.user_attrs.get(rec.SETTINGS) or {}
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get(rec.INTERRUPTED) or t.state == optuna.trial.TrialState.WAITING:
@@ -50,6 +52,10 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
         row.update(epochs=t.user_attrs.get("epochs_run") or t.user_attrs.get(rec.EPOCHS),
                    seconds=t.user_attrs.get("seconds"), overhead_s=t.user_attrs.get("overhead_seconds"),
                    reason=t.user_attrs.get(rec.REASON))
+        # schema 2 columns (autoloss.schema): from the trial, else the study identity, else the field's default
+        row.update({f.name: schema.cell(t.user_attrs.get(f.name, identity.get(f.name, f.default)))
+                    for f in schema.RESULT_COLUMNS})
+        row["schema_version"] = schema.SCHEMA_VERSION
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -74,8 +80,11 @@ def recommended_spec(study: optuna.Study, verdict: Verdict) -> tuple[LossSpec, o
 
 
 def summary_text(study: optuna.Study, verdict: Verdict) -> str:
+    from autoloss.nnunet.scaled import describe
+
     screened = rec.screening_trials(study)
-    lines = [f"verdict: {verdict.decision.upper()}", verdict.message]
+    network = (study.user_attrs.get(rec.SETTINGS) or {}).get("network")
+    lines = [f"verdict: {verdict.decision.upper()}", verdict.message, describe(network)]
     if screened:
         best = max(screened, key=lambda t: (t.value, -t.number))
         base = rec.baseline_trial(screened)
