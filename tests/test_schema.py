@@ -101,7 +101,7 @@ def _record(name: str, network: dict | None, version: int = schema.SCHEMA_VERSIO
     return record
 
 
-def test_knowledge_records_carry_the_network_and_old_ones_read_without_it():
+def test_knowledge_records_carry_the_network_and_old_ones_read_without_it(capsys):
     new, old = _record("Dataset801_New", SMALL), _record("Dataset802_Old", None, version=1)
     assert new["schema_version"] == 2 and network_of(new)["label"] == "small 2d 16-128 4x"
     assert validate_record(json.loads(json.dumps(old)), "old.jsonl:1")["schema_version"] == 1
@@ -113,6 +113,10 @@ def test_knowledge_records_carry_the_network_and_old_ones_read_without_it():
     # the memory never mixes networks without saying so: each named record says what judged it
     assert "Dataset801_New (distance 0.0, small 2d 16-128 4x network)" in reasons
     assert "Dataset802_Old (distance 0.0, network not recorded)" in reasons
+    capsys.readouterr()
+    assert main(["knowledge", "list", "--json", "--no-seeds"]) == 0
+    rows = {r["dataset"]: r["network"] for r in json.loads(capsys.readouterr().out)}
+    assert rows == {"Dataset801_New": "small 2d 16-128 4x", "Dataset802_Old": None}
 
 
 def test_cli_refuses_an_old_work_dir_in_one_line(search_work_dir, capsys):

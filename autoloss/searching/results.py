@@ -90,12 +90,23 @@ def summary_text(study: optuna.Study, verdict: Verdict) -> str:
         base = rec.baseline_trial(screened)
         lines.append(f"screening (selection only, not evidence): best {rec.spec_of(best).describe()} "
                      f"{best.value:.4f}" + (f", Dice+CE {base.value:.4f}" if base else ", Dice+CE not finished"))
+    if (learned := baseline_confirmation_dice(study)) is not None:
+        lines.append(f"Dice+CE on the confirmation: mean Dice {learned:.3f} (what the trainings learned at this "
+                     "fidelity; the verdict rests on these trainings)")
     for c in verdict.comparisons:
         o = c.overall
         if o.cases:
             lines.append(f"confirmation: {c.spec.describe()} vs Dice+CE: {100 * o.mean_gain:+.2f} points on "
                          f"{o.cases} paired cases, CI [{100 * o.ci[0]:+.2f}, {100 * o.ci[1]:+.2f}], p={o.p_value:.3g}")
     return "\n".join(lines)
+
+
+def baseline_confirmation_dice(study: optuna.Study) -> float | None:
+    """Dice+CE's mean Dice over its finished confirmation trainings (None before the first)."""
+    values = [(t.user_attrs.get(rec.METRICS) or {}).get("mean", {}).get("dice") for t in rec.confirmation_trials(study)
+              if t.state == rec.COMPLETE and rec.is_baseline(rec.spec_of(t))]
+    values = [v for v in values if v is not None and v == v]
+    return sum(values) / len(values) if values else None
 
 
 def save_results(study: optuna.Study, work_dir: str | Path) -> Verdict | None:
