@@ -1,8 +1,11 @@
 """What a CPU can train: nnU-Net's own network against the scaled ones (autoloss.nnunet.scaled), per dataset.
 
 For each dataset and network (full = nnU-Net's own plan; small, tiny = scaled from it), in one run:
-- seconds per training iteration (nnU-Net's trainer, data loading included), and its ratio to nnU-Net's network;
-- the iterations each network completes in ``--minutes`` (default 10) at that rate;
+- seconds per training iteration (nnU-Net's trainer, data loading included): CPU seconds of the process on one
+  thread (augmentation in-process; other jobs on a shared machine hardly inflate them) and wall seconds here, and
+  the ratio to nnU-Net's;
+- the iterations each network completes in ``--minutes`` (default 10), counted from its one-thread CPU seconds
+  (conservative: 2 quiet cores complete at least that many; wall time here is inflated by the load);
 - Dice+CE's validation Dice (nnU-Net's final validation on full images, fold 0, mean over foreground classes)
   after the iterations nnU-Net's own network completes in that time, and after the iterations the small one does;
 - with ``--plateau``: the iterations the small network needs to reach 90 % of its plateau (its Dice at 4x its
@@ -23,6 +26,7 @@ than nnU-Net's own 2d plan on Montgomery.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -83,8 +87,20 @@ def train(prepared, config: str, iterations: int, folder: Path) -> dict:
     epochs = max(1, min(10, iterations // 10))
     fidelity = Fidelity(configuration=config, epochs=epochs, iterations_per_epoch=max(1, iterations // epochs),
                         val_iterations_per_epoch=1)
+    import torch
+
+    from autoloss.nnunet.env import overridden
+
     load = load_average()
-    result = run_trial(baseline_spec(), prepared, fidelity, folder, seed=0)
+    threads = torch.get_num_threads()
+    # one thread, augmentation in-process: the same training (the same transforms, seeded), and on a machine
+    # other jobs oversubscribe far faster than two threads and two loader processes waiting for each other
+    torch.set_num_threads(1)
+    try:
+        with overridden(nnUNet_n_proc_DA="0"):
+            result = run_trial(baseline_spec(), prepared, fidelity, folder, seed=0)
+    finally:
+        torch.set_num_threads(threads)
     curves = result["folds"][0]["curves"]
     per_epoch = curves["epoch_seconds"]
     # s/iteration from the epochs' wall time (data waits included), without the first epoch's warm-up when there
@@ -95,26 +111,46 @@ def train(prepared, config: str, iterations: int, folder: Path) -> dict:
             "seconds": result["seconds"], "load": load}
 
 
-def time_iterations(prepared, config: str, iterations: int) -> dict:
-    """Seconds per training iteration (data loading included) from the second of two epochs of ``iterations``
-    (the first carries the warm-ups); nnU-Net's trainer as a search trial builds it, without the validation."""
+def time_iterations(prepared, config: str, iterations: int, log: Path) -> dict:
+    """Seconds per training iteration from the second of two epochs of ``iterations`` (the first carries the
+    warm-ups), nnU-Net's trainer built as a search trial builds it, without the validation: wall seconds, and the
+    process's CPU seconds on one thread with the augmentation in-process (nnUNet_n_proc_DA=0), which other jobs
+    on a shared machine hardly inflate: on 2 quiet cores an iteration takes at most that long."""
+    import contextlib
+
     import torch
 
     from autoloss.losses import baseline_spec
+    from autoloss.nnunet.env import overridden
     from autoloss.nnunet.run import Fidelity, trainer_class
 
     fidelity = Fidelity(configuration=config, epochs=2, iterations_per_epoch=iterations, val_iterations_per_epoch=1)
     load = load_average()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no thread barriers: an oversubscribed machine's spin-waits would count as CPU time
     plans = prepared.load_plans()
     plans["continue_training"] = False
-    os.environ["nnUNet_results"] = str(prepared.preprocessed_dir.parent.parent / "timing")
-    trainer = trainer_class(baseline_spec(), fidelity)(plans, prepared.configuration, 0,
-                                                        prepared.load_dataset_json(), torch.device("cpu"))
-    trainer.disable_checkpointing = True
-    trainer.logger.plot_progress_png = lambda *_: None
-    trainer.run_training()
-    starts, ends = (trainer.logger.get_value(k, step=None) for k in ("epoch_start_timestamps", "epoch_end_timestamps"))
-    return {"s_per_iteration": (ends[-1] - starts[-1]) / (iterations + 1), "load": load}
+
+    class Timed(trainer_class(baseline_spec(), fidelity)):
+        def on_train_epoch_start(self):
+            self.started = (time.perf_counter(), time.process_time())
+            super().on_train_epoch_start()
+
+        def on_epoch_end(self):
+            super().on_epoch_end()
+            self.spent = (time.perf_counter() - self.started[0], time.process_time() - self.started[1])
+
+    with overridden(nnUNet_results=str(log.parent / "timing"), nnUNet_n_proc_DA="0"), \
+            open(log, "a") as out, contextlib.redirect_stdout(out):
+        trainer = Timed(plans, prepared.configuration, 0, prepared.load_dataset_json(), torch.device("cpu"))
+        trainer.disable_checkpointing = True
+        trainer.logger.plot_progress_png = lambda *_: None
+        try:
+            trainer.run_training()
+        finally:
+            torch.set_num_threads(threads)
+    wall, cpu = trainer.spent
+    return {"s_per_iteration": wall / (iterations + 1), "cpu_s_per_iteration": cpu / (iterations + 1), "load": load}
 
 
 def measure(dataset: str, args, store: Store) -> list[dict]:
@@ -124,50 +160,60 @@ def measure(dataset: str, args, store: Store) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     prepared, fp, config = prepared_for(dataset, work, args.max_cases)
     nets = {size: scaled.network_for(prepared, size, "cpu", fp) for size in args.sizes}
-    trained = {size: scaled.apply(prepared, net, num_processes=2, log=print) for size, net in nets.items()}
+    with open(work / "nnunet.log", "a") as out, contextlib.redirect_stdout(out):
+        trained = {size: scaled.apply(prepared, net, num_processes=2, log=print) for size, net in nets.items()}
     _, val = prepared.split(0)
     print(f"\n{dataset}: {config}, {len(prepared.case_ids)} cases, fold 0 validates {len(val)}")
     for size, net in nets.items():
         print(f"  {size}: {scaled.describe(net)}")
 
-    rate = {}
-    for size in nets:  # s/iteration from one short training each
-        r = store.get(dataset, size, "timing") or store.put(
-            time_iterations(trained[size], config, TIMING_ITERATIONS[size]), dataset, size, "timing")
-        rate[size] = r["s_per_iteration"]
-        print(f"  {size}: {rate[size]:.3f} s/iteration (load {r['load']})", flush=True)
-    budget = 60 * args.minutes
-    counts = {size: max(1, math.floor(budget / rate[size])) for size in nets}
-    goals = {"at_full": counts.get("full"), "at_small": counts.get("small")}
-    rows = []
-    for size in nets:
-        row = {"dataset": dataset, "network": nets[size]["label"], "size": size, "s_per_iteration": rate[size],
-               "vs_full": rate[size] / rate["full"] if "full" in rate else None, "count": counts[size]}
-        for name, n in goals.items():
-            if n is None:
-                continue
-            key = f"dice_{name}"
-            if n * rate[size] > 60 * args.cap_minutes:
-                row[key] = f"not run ({n * rate[size] / 3600:.1f} h)"
-                continue
-            r = store.get(dataset, size, name, n) or store.put(
-                train(trained[size], config, n, work / f"{size}_{n}"), dataset, size, name, n)
-            row[key] = r["dice"]
-            print(f"  {size}: Dice+CE {r['dice']:.3f} after {n} iterations ({r['seconds']:.0f} s, load {r['load']})",
-                  flush=True)
-        rows.append(row)
+    cpu, wall = {}, {}
+    for size in nets:  # s/iteration from two short epochs each
+        r = store.get(dataset, size, "cpu_timing") or store.put(
+            time_iterations(trained[size], config, TIMING_ITERATIONS[size], work / "nnunet.log"),
+            dataset, size, "cpu_timing")
+        cpu[size], wall[size] = r["cpu_s_per_iteration"], r["s_per_iteration"]
+        print(f"  {size}: {cpu[size]:.3f} CPU s/iteration, {wall[size]:.3f} s wall (load {r['load']})", flush=True)
+    # The iterations a network completes in the budget on 2 quiet cores, counted conservatively: at its one-thread
+    # CPU seconds (torch's second thread and parallel augmentation only make it faster).
+    counts = {size: max(1, math.floor(60 * args.minutes / cpu[size])) for size in nets}
+    rows = {size: {"dataset": dataset, "network": nets[size]["label"], "size": size, "cpu_s": cpu[size],
+                   "wall_s": wall[size], "vs_full": cpu[size] / cpu["full"] if "full" in cpu else None,
+                   "count": counts[size]} for size in nets}
+    # what carries the bars first; nnU-Net's own network last (hours of wall time here)
+    plan = [("small", "at_small"), ("small", "at_full"), ("tiny", "at_full"), ("tiny", "at_small"),
+            ("full", "at_full")]
+    for size, goal in plan:
+        n = counts.get(goal[3:])
+        if size not in nets or n is None:
+            continue
+        key = f"dice_{goal}"
+        r = store.get(dataset, size, goal, n)
+        if r is None and n * wall[size] > 60 * args.cap_minutes:
+            rows[size][key] = f"not run (~{n * wall[size] / 3600:.1f} h here)"
+            continue
+        r = r or store.put(train(trained[size], config, n, work / f"{size}_{n}"), dataset, size, goal, n)
+        rows[size][key] = r["dice"]
+        print(f"  {size}: Dice+CE {r['dice']:.3f} after {n} iterations ({r['seconds']:.0f} s, load {r['load']})",
+              flush=True)
     if args.plateau and "small" in nets:
         n = counts["small"]
         dice = {}
-        for k in (n // 4, n // 2, n, 4 * n):
-            r = store.get(dataset, "small", "plateau", k) or store.get(dataset, "small", "at_small", k) or store.put(
-                train(trained["small"], config, k, work / f"small_{k}"), dataset, "small", "plateau", k)
+        for k in (4 * n, n // 4, n // 2, n):
+            r = (store.get(dataset, "small", "plateau", k) or store.get(dataset, "small", "at_small", k)
+                 or store.get(dataset, "small", "at_full", k))
+            if r is None and k * wall["small"] > 60 * args.cap_minutes * 4:
+                break
+            r = r or store.put(train(trained["small"], config, k, work / f"small_{k}"), dataset, "small", "plateau", k)
             dice[k] = r["dice"]
             print(f"  small: Dice+CE {r['dice']:.3f} after {k} iterations (load {r['load']})", flush=True)
-        reached = [k for k in sorted(dice)[:-1] if dice[k] >= 0.9 * dice[4 * n]]
-        next(r for r in rows if r["size"] == "small")["to_90_plateau"] = (
-            f"{reached[0]} (plateau {dice[4 * n]:.3f} at {4 * n})" if reached else f"not reached by {n}")
-    return rows
+        if 4 * n in dice:
+            reached = [k for k in sorted(dice) if k < 4 * n and dice[k] >= 0.9 * dice[4 * n]]
+            rows["small"]["to_90_plateau"] = (f"{reached[0]} (plateau {dice[4 * n]:.3f} at {4 * n})" if reached
+                                              else f"not reached by {n} (plateau {dice[4 * n]:.3f})")
+        else:
+            rows["small"]["to_90_plateau"] = "not run (cut: time)"
+    return list(rows.values())
 
 
 def main() -> None:
@@ -190,13 +236,14 @@ def main() -> None:
     for dataset in args.datasets:
         rows += measure(dataset, args, store)
     fmt = (lambda v: v if isinstance(v, str) else "" if v is None else f"{v:.3f}")
-    print(f"\n| dataset | network | s / iteration | vs nnU-Net's | iterations in {args.minutes:g} min | "
-          f"Dice+CE @ nnU-Net's count | Dice+CE @ small's count | to 90 % of plateau |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n| dataset | network | CPU s / iteration | wall s / iteration here | vs nnU-Net's | iterations in "
+          f"{args.minutes:g} min | Dice+CE @ nnU-Net's count | Dice+CE @ small's count | to 90 % of plateau |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        vs = f"1/{1 / r['vs_full']:.0f}" if r["vs_full"] and r["size"] != "full" else ("1" if r["size"] == "full" else "")
-        print(f"| {r['dataset'].split('_', 1)[-1]} | {r['network']} | {r['s_per_iteration']:.3f} | {vs} | {r['count']} | "
-              f"{fmt(r.get('dice_at_full'))} | {fmt(r.get('dice_at_small'))} | {r.get('to_90_plateau', '')} |")
+        vs = "1" if r["size"] == "full" else (f"1/{1 / r['vs_full']:.0f}" if r["vs_full"] else "")
+        print(f"| {r['dataset'].split('_', 1)[-1]} | {r['network']} | {r['cpu_s']:.3f} | {r['wall_s']:.3f} | {vs} | "
+              f"{r['count']} | {fmt(r.get('dice_at_full'))} | {fmt(r.get('dice_at_small'))} | "
+              f"{r.get('to_90_plateau', '')} |")
     print(f"({(time.time() - start) / 60:.0f} min, load now {load_average()})")
     heads = []
     for r in rows:
@@ -209,7 +256,7 @@ def main() -> None:
         if isinstance(dice, float) and bar is not None:
             text += f" (bar {bar}: {'pass' if dice >= bar else 'miss'})"
         if r["vs_full"]:
-            text += f", {1 / r['vs_full']:.0f}x lower s/iteration than nnU-Net's own network"
+            text += f", {1 / r['vs_full']:.0f}x fewer CPU seconds per iteration than nnU-Net's own network"
         heads.append(text)
     print("headline: the small network, " + "; ".join(heads))
 
