@@ -107,10 +107,12 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
            val_iterations: int = 50, folds: tuple[int, ...] = (0,), metric: str = "auto",
            device: str | None = None, confirm: bool = True, confirm_top: int = 2,
            confirm_folds: tuple[int, ...] | None = None, confirm_epochs: int | None = None,
-           write_report: bool = True, progress: Callable | None = None, log: Callable[[str], None] = print,
-           **options: Any) -> SearchResult:
+           network: str = "auto", write_report: bool = True, progress: Callable | None = None,
+           log: Callable[[str], None] = print, **options: Any) -> SearchResult:
     """Screen ``budget`` losses with real nnU-Net trainings, confirm the best on unseen folds, decide the verdict.
 
+    ``network``: the network every training uses: ``full`` (nnU-Net's own), ``small`` or ``tiny`` (scaled from
+    nnU-Net's plan for the machine's cost: ``autoloss.nnunet.scaled``); ``auto``: full on a GPU, small on a CPU.
     Re-running with the same ``work_dir`` resumes. ``options``: ``tta``, ``nsd_tolerance_mm`` (validation), and
     any :class:`~autoloss.searching.runner.SearchConfig` field (``storage``, ``study_name``, ``seed``, ``timeout``,
     ``max_cases``, ``spaces``, ``prior_top``, ``pruner``, ``workers``, ``ray_address``, ``gpus_per_trial``,
@@ -124,7 +126,7 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
     from autoloss.searching.runner import SearchConfig, run_search
 
     allowed = {f.name for f in fields(SearchConfig)} - {"dataset", "budget", "fidelity", "objective", "work_dir",
-                                                         "device", "confirm"}
+                                                         "device", "confirm", "network"}
     unknown = sorted(set(options) - allowed - set(_FIDELITY_KEYS))
     if unknown:
         raise AutolossError(f"search: unknown option(s) {', '.join(unknown)}; known: "
@@ -137,7 +139,7 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
     if "spaces" in options:
         options["spaces"] = tuple(options["spaces"])
     cfg = SearchConfig(dataset=str(dataset), budget=budget, fidelity=fidelity, objective=metric,
-                       work_dir=Path(work_dir), device=device,
+                       work_dir=Path(work_dir), device=device, network=network,
                        confirm=ConfirmSettings(enabled=confirm, top=confirm_top,
                                                folds=tuple(confirm_folds) if confirm_folds else None,
                                                epochs=confirm_epochs), **options)

@@ -110,10 +110,13 @@ def _from_study(storage_url: str | None, study_name: str, work_dir: Path, trial:
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not done:
         raise AutolossError(f"study {study_name!r} has no completed trial yet: run or resume `autoloss search` first")
+    from autoloss.nnunet.scaled import describe
+
     verdict = compute_verdict(study)
     settings = study.user_attrs.get(rec.SETTINGS, {})
     provenance = {"dataset": settings.get("dataset"), "study": study_name, "objective": settings.get("objective"),
-                  "fidelity": settings.get("fidelity"), "verdict": verdict.decision,
+                  "fidelity": settings.get("fidelity"), "judged_with": describe(settings.get("network")),
+                  "verdict": verdict.decision,
                   "verdict_message": verdict.message}
     if trial is None:
         if verdict.decision != "switch":

@@ -19,3 +19,8 @@ def prepared_dataset(dataset: str, work: Path, max_cases: int, configuration: st
     path = Path(dataset) if Path(dataset).exists() else SHARED / dataset
     ds = read_dataset(path, max_cases=max_cases)
     return ds, prepare(ds, configuration, work, max_cases=max_cases, num_processes=2, log=lambda s: None)
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages (benchmarks print them beside every timing: this machine is shared)."""
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg())

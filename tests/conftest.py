@@ -69,6 +69,19 @@ def hippo_prepared(tmp_path_factory) -> Path:
     return work
 
 
+def hippo_trial_dataset(hippo_prepared: Path, network: str = "tiny"):
+    """The session's Hippocampus preprocessing as a PreparedDataset that trains a scaled network (CPU tests that
+    train use one: nnU-Net's own 2d plan for these cases is a batch of ~80 slices through features 32-512)."""
+    from autoloss.dataset import read_dataset
+    from autoloss.nnunet import env, scaled
+    from autoloss.nnunet.prepare import prepare
+
+    env.configure(hippo_prepared, processes=2)
+    prepared = prepare(read_dataset(HIPPO, max_cases=MAX_CASES), "2d", hippo_prepared, max_cases=MAX_CASES,
+                       num_processes=2, log=lambda s: None)
+    return scaled.apply(prepared, scaled.network_for(prepared, network, "cpu", None), log=lambda s: None)
+
+
 @pytest.fixture
 def search_work_dir(hippo_prepared, tmp_path) -> Path:
     """A fresh search work directory that already holds the session's preprocessing (links re-pointed)."""

@@ -19,7 +19,7 @@ from autoloss.losses.targets import component_labels, tubed_skeleton
 from autoloss.nnunet.extra_targets import AppendExtraTargetsTransform, ExtraTargetLoss
 from autoloss.nnunet.run import Fidelity, trainer_class
 from autoloss.spec import LossSpec
-from conftest import HIPPO, MAX_CASES, TINY
+from conftest import HIPPO, TINY, hippo_trial_dataset
 
 SCALES = [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]]
 
@@ -58,22 +58,12 @@ def test_a_step_without_loader_targets_is_an_error():
         loss(torch.zeros(1), torch.zeros(1))
 
 
-def _prepared(hippo_prepared):
-    from autoloss.dataset import read_dataset
-    from autoloss.nnunet import env
-    from autoloss.nnunet.prepare import prepare
-
-    env.configure(hippo_prepared, processes=2)
-    return prepare(read_dataset(HIPPO, max_cases=MAX_CASES), "2d", hippo_prepared, max_cases=MAX_CASES,
-                   num_processes=2, log=lambda s: None)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["DiceCE+SkelRecall", "DiceCE+Blob", "DiceCE+clDice"])
 def test_topology_and_instance_losses_train_in_a_trial(name, hippo_prepared, tmp_path):
     from autoloss.nnunet.run import run_trial
 
-    result = run_trial(LossSpec(name), _prepared(hippo_prepared), Fidelity(**(TINY | {"epochs": 1})), tmp_path)
+    result = run_trial(LossSpec(name), hippo_trial_dataset(hippo_prepared), Fidelity(**(TINY | {"epochs": 1})), tmp_path)
     assert result["epochs_run"] == 1
     curves = result["folds"][0]["curves"]
     assert all(np.isfinite(curves["train_losses"])) and all(np.isfinite(curves["val_losses"]))

@@ -21,7 +21,7 @@ from autoloss.searching.confirm import ConfirmSettings, confirmation_folds
 from autoloss.searching.runner import SearchConfig, run_search
 from autoloss.searching.verdict import compute_verdict
 from autoloss.spec import LossSpec
-from conftest import HIPPO, MAX_CASES, TINY
+from conftest import HIPPO, MAX_CASES, TINY, hippo_trial_dataset
 
 pytestmark = pytest.mark.slow
 STUDY = "autoloss_Dataset103_Hippocampus_2d"
@@ -130,15 +130,10 @@ def test_confirmation_folds_are_checked():
 
 def test_a_seeded_training_repeats_and_another_seed_differs(hippo_prepared, tmp_path, monkeypatch):
     # Single-process augmentation (nnUNet_n_proc_DA=0): the seed fixes the batches, augmentations and weights.
-    from autoloss.nnunet import env
-    from autoloss.nnunet.prepare import prepare
-    from autoloss.dataset import read_dataset
     from autoloss.nnunet.run import run_trial
 
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    env.configure(hippo_prepared, processes=2)
-    prepared = prepare(read_dataset(HIPPO, max_cases=MAX_CASES), "2d", hippo_prepared, max_cases=MAX_CASES,
-                       num_processes=2, log=lambda s: None)
+    prepared = hippo_trial_dataset(hippo_prepared)
     fid = Fidelity(**(TINY | {"folds": (1,)}))
     runs = [run_trial(LossSpec("DiceCE"), prepared, fid, tmp_path / f"r{i}", seed=s)["folds"][0]["curves"]
             for i, s in enumerate((7, 7, 8))]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from autoloss.knowledge.schema import network_of
+
 
 def _store():
     from autoloss.knowledge.store import KnowledgeStore
@@ -26,7 +28,8 @@ def summary(record: dict) -> dict:
     v = record["verdict"]
     return {"id": record["id"], "kind": record["kind"], "dataset": record["dataset"], "metric": record["metric"],
             "decision": v["decision"], "loss": (v.get("loss") or {}).get("name"), "losses": len(record["results"]),
-            "best_gain": _best(record), "estimated_features": bool(record.get("estimated_features")),
+            "best_gain": _best(record), "network": (network_of(record) or {}).get("label"),
+            "estimated_features": bool(record.get("estimated_features")),
             "created": record.get("created"), "source": record.get("source")}
 
 
@@ -40,12 +43,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"knowledge records ({store.file}; seeds read-only)")
-    for col in ("id", "kind", "dataset", "metric", "verdict", "best gain (points)", "losses"):
+    for col in ("id", "kind", "dataset", "metric", "verdict", "best gain (points)", "losses", "network"):
         table.add_column(col, no_wrap=col in ("id", "dataset"))
     for r in rows:
         verdict = r["decision"] + (f" -> {r['loss']}" if r["loss"] else "")
         table.add_row(r["id"], r["kind"] + (" (est.)" if r["estimated_features"] else ""), r["dataset"],
-                      r["metric"], verdict, r["best_gain"], str(r["losses"]))
+                      r["metric"], verdict, r["best_gain"], str(r["losses"]), r["network"] or "")
     from autoloss.reporting.terminal import print_table
 
     print_table(table, Console())

@@ -112,7 +112,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                             val_iterations=args.val_iterations, folds=tuple(args.folds), metric=args.metric,
                             device=args.device, confirm=not args.no_confirm, confirm_top=args.confirm_top,
                             confirm_folds=args.confirm_folds, confirm_epochs=args.confirm_epochs,
-                            progress=progress, log=_logger(console), write_report=not args.no_report, **options)
+                            network=args.network, progress=progress, log=_logger(console), write_report=not args.no_report, **options)
     if args.json:
         _json(result.to_dict())
         return 0
@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--network", default="auto", choices=["auto", "full", "small", "tiny"],
+                   help="the network every training uses: nnU-Net's own (full), or one scaled from its plan to a "
+                        "CPU's cost (small, tiny); default auto: full on a GPU, small on a CPU")
     p.add_argument("--workers", type=int, default=None,
                    help="trials at a time through Ray (default: 1; with --ray-address, one per GPU of the cluster, on CPU one per node)")
     p.add_argument("--ray-address", help="use an existing Ray cluster ('auto' or host:port)")

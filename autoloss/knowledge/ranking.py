@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from autoloss.knowledge.features import FEATURES, feature_vector
-from autoloss.knowledge.schema import winner
+from autoloss.knowledge.schema import network_of, winner
 from autoloss.spec import LossSpec
 
 DEFAULTS = {"use_seeds": False, "gain_to_score": 10.0, "bandwidth": 1.5, "max_distance": 4.5,
@@ -120,7 +120,11 @@ def _evidence_text(n: Neighbour, result: dict[str, Any], loss: str) -> str:
     g = result["gain"]
     change = f"gained {_pts(g)}" if g >= 0 else f"lost {100 * -g:.1f}"
     est = ", estimated features" if n.record.get("estimated_features") else ""
-    return f"like {n.record['dataset']} (distance {n.distance:.1f}{est}), where {loss} {change} {metric}{interval}"
+    network = network_of(n.record)  # records judged by different networks are never mixed without saying so
+    net = f", {network['label']} network" if network else (", network not recorded" if n.record["kind"] == "search"
+                                                            else "")
+    return (f"like {n.record['dataset']} (distance {n.distance:.1f}{est}{net}), where {loss} {change} "
+            f"{metric}{interval}")
 
 
 def apply_memory(recs, fingerprint: dict[str, Any], cfg: dict[str, Any] | None = None,

@@ -3,12 +3,14 @@
 A record holds statistics only (no images, no case names unless asked for), so a file of records can be shared
 between labs. One JSON object per line:
 
-    schema_version  int, SCHEMA_VERSION (a newer version is refused: this autoloss cannot know its meaning)
+    schema_version  int, autoloss.schema.SCHEMA_VERSION (a newer version is refused: this autoloss cannot know its
+                    meaning; an older one is read with the fields it predates at their defaults)
     id              12 hex digits: a hash of the content (so the same result imported twice is one record)
     kind            "search" (written by a confirmed search) | "seed" (built from a published table)
     dataset         the dataset's name
     fingerprint     the fingerprint reduced to its statistics (no path, no case names)
-    settings        configuration, fidelity, screening and confirmation folds, objective
+    settings        configuration, fidelity, screening and confirmation folds, objective, and the study identity's
+                    schema fields (autoloss.schema.STUDY_FIELDS; version 2: ``network``, what judged the results)
     metric          the objective the gains are measured in ("dice", "nsd", "dice+nsd")
     results         per loss tried: spec, gain over Dice+CE (fraction, 0.012 = +1.2 points), ci [lo, hi] or
                     null (published means have none), p_value, cases, objective, dice_gain per class
@@ -24,9 +26,9 @@ import math
 from typing import Any
 
 from autoloss.errors import AutolossError
+from autoloss.schema import SCHEMA_VERSION, STUDY_FIELDS, with_defaults
 from autoloss.spec import LossSpec
 
-SCHEMA_VERSION = 1
 KINDS = ("search", "seed")
 DECISIONS = ("switch", "keep", "inconclusive")
 REQUIRED = ("schema_version", "id", "kind", "dataset", "fingerprint", "settings", "metric", "results", "verdict")
@@ -136,7 +138,14 @@ def validate_record(record: Any, where: str) -> dict[str, Any]:
     v = record["verdict"]
     if not isinstance(v, dict) or v.get("decision") not in DECISIONS:
         raise _bad(where, f"verdict decision must be one of {', '.join(DECISIONS)}")
+    if not isinstance(record["settings"], dict):
+        raise _bad(where, "settings is not an object")
     return record
+
+
+def network_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The network that judged a record's results (None: not recorded, a record older than schema 2 or a seed)."""
+    return with_defaults(record["settings"], STUDY_FIELDS)["network"]
 
 
 def winner(record: dict[str, Any]) -> LossSpec | None:

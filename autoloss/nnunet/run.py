@@ -157,7 +157,8 @@ def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device,
     with env.overridden(nnUNet_results=str(trial_dir), nnUNet_preprocessed=str(prepared.preprocessed_dir.parent)):
         plans = prepared.load_plans()
         plans["continue_training"] = False
-        trainer = cls(plans, fidelity.configuration, fold, prepared.load_dataset_json(), torch.device(device))
+        # the prepared configuration: nnU-Net's own, or the scaled one derived from it (autoloss.nnunet.scaled)
+        trainer = cls(plans, prepared.configuration, fold, prepared.load_dataset_json(), torch.device(device))
         trainer.disable_checkpointing = True  # trials are compared, not kept; the winner is re-trained
         trainer.stop_on_divergence = True
         trainer.logger.plot_progress_png = lambda *_: None  # a matplotlib figure per epoch is pure overhead

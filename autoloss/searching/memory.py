@@ -12,6 +12,7 @@ from typing import Any, Callable
 import optuna
 
 from autoloss.errors import AutolossError
+from autoloss.schema import STUDY_FIELDS, with_defaults
 from autoloss.searching import records as rec
 from autoloss.spec import LossSpec
 
@@ -57,7 +58,9 @@ def remember(study: optuna.Study, fingerprint: dict[str, Any], settings: dict[st
         return None
     verdict = compute_verdict(study)
     plan = study.user_attrs[rec.CONFIRM_PLAN]
-    settings = settings | {"confirm_folds": list(plan["folds"]), "confirm_epochs": plan["epochs"]}
+    identity = with_defaults(study.user_attrs.get(rec.SETTINGS) or {})
+    settings = settings | {"confirm_folds": list(plan["folds"]), "confirm_epochs": plan["epochs"]} | {
+        f.name: identity[f.name] for f in STUDY_FIELDS}  # what judged the results (schema 2: the network)
     try:
         record = build_record(fingerprint, settings, [c.to_dict() for c in verdict.comparisons], verdict.to_dict(),
                               created=_now())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from autoloss import schema
 from autoloss.searching import records as rec
 from autoloss.searching.verdict import Verdict, compute_verdict
 from autoloss.spec import LossSpec
@@ -25,6 +26,7 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
     import pandas as pd
 
     comparisons = {c.spec.key(): c for c in (verdict.comparisons if verdict else [])}
+    identity = study.user_attrs.get(rec.SETTINGS) or {}
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get(rec.INTERRUPTED) or t.state == optuna.trial.TrialState.WAITING:
@@ -49,8 +51,11 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
                     row[f"{metric}_{cls}"] = v
         row.update(epochs=t.user_attrs.get("epochs_run") or t.user_attrs.get(rec.EPOCHS),
                    seconds=t.user_attrs.get("seconds"), overhead_s=t.user_attrs.get("overhead_seconds"),
-                   node=t.user_attrs.get("node"),
                    reason=t.user_attrs.get(rec.REASON))
+        # schema 2 columns (autoloss.schema): from the trial, else the study identity, else the field's default
+        row.update({f.name: schema.cell(t.user_attrs.get(f.name, identity.get(f.name, f.default)))
+                    for f in schema.RESULT_COLUMNS})
+        row["schema_version"] = schema.SCHEMA_VERSION
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -75,19 +80,33 @@ def recommended_spec(study: optuna.Study, verdict: Verdict) -> tuple[LossSpec, o
 
 
 def summary_text(study: optuna.Study, verdict: Verdict) -> str:
+    from autoloss.nnunet.scaled import describe
+
     screened = rec.screening_trials(study)
-    lines = [f"verdict: {verdict.decision.upper()}", verdict.message]
+    network = (study.user_attrs.get(rec.SETTINGS) or {}).get("network")
+    lines = [f"verdict: {verdict.decision.upper()}", verdict.message, describe(network)]
     if screened:
         best = max(screened, key=lambda t: (t.value, -t.number))
         base = rec.baseline_trial(screened)
         lines.append(f"screening (selection only, not evidence): best {rec.spec_of(best).describe()} "
                      f"{best.value:.4f}" + (f", Dice+CE {base.value:.4f}" if base else ", Dice+CE not finished"))
+    if (learned := baseline_confirmation_dice(study)) is not None:
+        lines.append(f"Dice+CE on the confirmation: mean Dice {learned:.3f} (what the trainings learned at this "
+                     "fidelity; the verdict rests on these trainings)")
     for c in verdict.comparisons:
         o = c.overall
         if o.cases:
             lines.append(f"confirmation: {c.spec.describe()} vs Dice+CE: {100 * o.mean_gain:+.2f} points on "
                          f"{o.cases} paired cases, CI [{100 * o.ci[0]:+.2f}, {100 * o.ci[1]:+.2f}], p={o.p_value:.3g}")
     return "\n".join(lines)
+
+
+def baseline_confirmation_dice(study: optuna.Study) -> float | None:
+    """Dice+CE's mean Dice over its finished confirmation trainings (None before the first)."""
+    values = [(t.user_attrs.get(rec.METRICS) or {}).get("mean", {}).get("dice") for t in rec.confirmation_trials(study)
+              if t.state == rec.COMPLETE and rec.is_baseline(rec.spec_of(t))]
+    values = [v for v in values if v is not None and v == v]
+    return sum(values) / len(values) if values else None
 
 
 def save_results(study: optuna.Study, work_dir: str | Path) -> Verdict | None:

@@ -19,8 +19,10 @@ from typing import Callable
 import optuna
 
 from autoloss.errors import AutolossError
+from autoloss.schema import SCHEMA_VERSION
 from autoloss.searching import memory
 from autoloss.losses import baseline_spec
+from autoloss.nnunet import scaled
 from autoloss.nnunet.run import OBJECTIVES, Fidelity
 from autoloss.searching import confirm
 from autoloss.searching import records as rec
@@ -59,6 +61,7 @@ class SearchConfig:
     confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
     memory: bool = True  # warm-start from similar recorded datasets; record the confirmed result
     memory_top: int = 2  # winners of similar records enqueued after the prior's picks
+    network: str = "auto"  # full | small | tiny (autoloss.nnunet.scaled); auto: full on a GPU, small on a CPU
 
 
 class LocalExecutor:
@@ -175,10 +178,16 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
                      if cfg.confirm.enabled else [])
     _log_plan(cfg, confirm_folds, log)
     device = cfg.device or _default_device()
-    settings = {"dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
-                "fidelity": cfg.fidelity.to_dict(), "objective": objective, "losses": space.losses,
-                "spaces": [Path(s).name for s in space.sources]}
     storage = studies.make_storage(cfg.storage, work_dir)
+    # The network is derived once, when the study is made, and read back from its identity on resume.
+    network = scaled.network_for(prepared, cfg.network, device, fp,
+                                 (studies.saved_settings(storage, study_name) or {}).get("network"))
+    log(scaled.describe(network).replace("judged with", "network:", 1))
+    with open(work_dir / "nnunet_prepare.log", "a") as out, contextlib.redirect_stdout(out):
+        prepared = scaled.apply(prepared, network, num_processes=int(os.environ["nnUNet_def_n_proc"]), log=log)
+    settings = {"schema_version": SCHEMA_VERSION, "dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
+                "fidelity": cfg.fidelity.to_dict(), "objective": objective, "losses": space.losses,
+                "spaces": [Path(s).name for s in space.sources], "network": network}
     study = studies.open_study(storage, study_name, settings, cfg.seed, cfg.budget, len(prior), cfg.pruner)
     (work_dir / "study.json").write_text(json.dumps(
         {"study_name": study_name, "storage": cfg.storage, "prepared": prepared.to_dict(), "device": device},

@@ -12,6 +12,7 @@ import optuna
 
 from autoloss.errors import AutolossError
 from autoloss.searching.lease import journal_path, storage_error
+from autoloss.schema import SCHEMA_VERSION, version_of, with_defaults
 from autoloss.searching.records import INTERRUPTED, PRIOR_FLAG, SETTINGS, SOURCE, SPEC, phase
 from autoloss.spec import LossSpec
 
@@ -76,11 +77,39 @@ def open_study(storage, study_name: str, settings: dict, seed: int | None, budge
     saved = study.user_attrs.get(SETTINGS)
     if saved is None:
         study.set_user_attr(SETTINGS, settings)
-    elif saved != settings:
+        return study
+    if version_of(saved) != SCHEMA_VERSION:
+        saved = _migrated(study, saved, settings)
+    if saved != settings:
         diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         raise AutolossError(f"study {study_name!r} was made with other settings ({', '.join(diff)} differ); "
                             "use the same options to resume, or a new --study-name / --work-dir")
     return study
+
+
+def saved_settings(storage, study_name: str) -> dict | None:
+    """The identity a study was made with (None: no such study yet)."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(SETTINGS)
+    except KeyError:
+        return None
+
+
+def _migrated(study: optuna.Study, saved: dict, settings: dict) -> dict:
+    """A study made by an older autoloss, brought to this schema when that is truthful, else refused in one line.
+    Schema 1 studies trained nnU-Net's own network: they resume as ``--network full``, with every later field at
+    its default (``autoloss.schema``)."""
+    version = version_of(saved)
+    if version > SCHEMA_VERSION:
+        raise AutolossError(f"study {study.study_name!r} was made by a newer autoloss (schema {version}; this one "
+                            f"reads {SCHEMA_VERSION}): upgrade autoloss to resume it")
+    if (settings.get("network") or {}).get("size") != "full":
+        raise AutolossError(f"study {study.study_name!r} was made by an older autoloss (schema {version}: its trials "
+                            "trained nnU-Net's own network); resume it with --network full, or use a new --work-dir")
+    migrated = with_defaults(saved) | {"schema_version": SCHEMA_VERSION, "network": settings["network"]}
+    if migrated == settings:
+        study.set_user_attr(SETTINGS, migrated)
+    return migrated
 
 
 def enqueue_prior(study: optuna.Study, space, specs: list[LossSpec]) -> int:
