@@ -11,7 +11,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -19,6 +19,7 @@ from typing import Callable
 import optuna
 
 from autoloss.errors import AutolossError
+from autoloss.searching import base as bases
 from autoloss.searching import memory
 from autoloss.losses import baseline_spec
 from autoloss.nnunet.run import OBJECTIVES, Fidelity
@@ -58,6 +59,7 @@ class SearchConfig:
     confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
     memory: bool = True  # warm-start from similar recorded datasets; record the confirmed result
     memory_top: int = 2  # winners of similar records enqueued after the prior's picks
+    finetune: bases.FinetuneSettings = field(default_factory=bases.FinetuneSettings)  # --from-base / --base
 
 
 class LocalExecutor:
@@ -153,20 +155,31 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     picks = [r.spec for r in ranked if r.spec.name in space.losses and r.spec != baseline]
     prior = [baseline] + picks[: max(0, cfg.prior_top - 1)]
 
+    user_base = bases.open_user_base(cfg.finetune, cfg.fidelity.configuration, log)  # --base: its plans, config
+    if user_base is not None:
+        cfg = replace(cfg, fidelity=replace(cfg.fidelity, configuration=user_base.configuration))
     log(f"nnU-Net planning/preprocessing (once per study; log: {work_dir / 'nnunet_prepare.log'})")
     with open(work_dir / "nnunet_prepare.log", "a") as out, contextlib.redirect_stdout(out):
         prepared = prepare(ds, cfg.fidelity.configuration, work_dir, max_cases=cfg.max_cases,
-                           num_processes=int(os.environ["nnUNet_def_n_proc"]), log=log)
+                           num_processes=int(os.environ["nnUNet_def_n_proc"]), log=log,
+                           plans=user_base.plans if user_base else None)
     for fold in cfg.fidelity.folds:
         prepared.split(fold)  # a clear error now, not inside every trial
     confirm_folds = (confirm.confirmation_folds(prepared.num_folds(), cfg.fidelity.folds, cfg.confirm)
                      if cfg.confirm.enabled else [])
     _log_plan(cfg, confirm_folds, log)
+    plan = bases.make_plan(cfg.finetune, user_base, prepared, cfg.fidelity, list(cfg.fidelity.folds) + confirm_folds,
+                           work_dir, cfg.seed) if cfg.finetune.enabled else None
+    if plan is not None:
+        full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))[2]
+        bases.log_cost(plan, list(cfg.fidelity.folds) + confirm_folds, prepared,
+                       round(full * confirm.FULL_TRAINING_ITERATIONS), log)
     device = cfg.device or _default_device()
     study_name = cfg.study_name or f"autoloss_{prepared.dataset_name}_{cfg.fidelity.configuration}"
     settings = {"dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
                 "fidelity": cfg.fidelity.to_dict(), "objective": objective, "losses": space.losses,
-                "spaces": [Path(s).name for s in space.sources]}
+                "spaces": [Path(s).name for s in space.sources],
+                "fidelity_mode": plan.identity() if plan else bases.SCRATCH}
     storage = studies.make_storage(cfg.storage, work_dir)
     study = studies.open_study(storage, study_name, settings, cfg.seed, cfg.budget, len(prior), cfg.pruner)
     (work_dir / "study.json").write_text(json.dumps(
@@ -182,10 +195,15 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     executor = _make_executor(cfg, study, device)
     start = time.time()
     job = partial(TrialJob, prepared=prepared, objective=objective, device=device, study_name=study_name,
-                  storage_url=cfg.storage, work_dir=str(work_dir), threads=getattr(executor, "threads", None))
+                  storage_url=cfg.storage, work_dir=str(work_dir), threads=getattr(executor, "threads", None),
+                  continuation=plan.continuation if plan else None)
+    ready = partial(bases.ensure_bases, plan, study=study, executor=executor, job=job, fidelity=cfg.fidelity,
+                    work_dir=work_dir, log=log) if plan else (lambda folds: None)
     try:
+        ready(list(cfg.fidelity.folds))
         finished = _screen(cfg, study, space, executor, job, work_dir, start, progress)
         if cfg.confirm.enabled and finished and not _out_of_time(cfg, start):
+            ready(confirm_folds)
             _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log)
     finally:
         executor.shutdown()
@@ -194,7 +212,8 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
         memory.remember(study, fp, {"configuration": cfg.fidelity.configuration,
                                        "fidelity": cfg.fidelity.to_dict(), "objective": cfg.objective,
                                        "budget": cfg.budget, "cases": len(prepared.case_ids),
-                                       "spaces": settings["spaces"]}, log)
+                                       "spaces": settings["spaces"],
+                                       "fidelity_mode": bases.record_view(plan, study)}, log)
     if cfg.confirm.enabled and not study.user_attrs.get(rec.CONFIRM_PLAN):
         log("the screening did not finish (timeout or failures): no confirmation ran, so no switch verdict")
     if verdict is not None and progress:
@@ -227,7 +246,8 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool
                 trial = study.ask()
                 spec = _spec_of(trial, space)
                 trial.set_user_attr(rec.SPEC, spec.to_dict())
-                seed = None if cfg.seed is None else cfg.seed * 10_007 + trial.number
+                # fine-tune: every continuation on a fold starts alike (common random numbers, fresh heads included)
+                seed = None if cfg.seed is None else cfg.seed if cfg.finetune.enabled else cfg.seed * 10_007 + trial.number
                 pending[executor.submit(job(number=trial.number, trial_id=studies.trial_id(trial), spec=spec,
                                             fidelity=cfg.fidelity, seed=seed,
                                             trial_dir=str(work_dir / "trials" / f"trial_{trial.number:04d}")))] = trial
