@@ -213,7 +213,7 @@ def export(source: SearchResult | LossSpec | str | Path, output: str | Path, *, 
         items = [f"{k}={json.dumps(v)}" for k, v in params.items()] if isinstance(params, dict) else params
         src = resolve_source(str(source), items, study_name, trial=trial)
     return export_trainer(src.spec, output, name=name, provenance=src.provenance, epochs=epochs,
-                          iterations_per_epoch=iterations_per_epoch, force=force)
+                          iterations_per_epoch=iterations_per_epoch, force=force, finetune=src.finetune)
 
 
 def report(work_dir: str | Path, *, study_name: str | None = None) -> Path:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoloss.errors import AutolossError
-from autoloss.nnunet.finetune import CHECKPOINT, read_checkpoint
+from autoloss.nnunet.checkpoints import read_checkpoint
+from autoloss.nnunet.finetune import CHECKPOINT
 from autoloss.nnunet.adopted_plans import first_difference
 from autoloss.nnunet.prepare import PreparedDataset
 

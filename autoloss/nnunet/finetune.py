@@ -1,21 +1,25 @@
 """Fine-tuning from a Dice+CE base: how a continuation starts from a base, at which learning rate, and how a base
 is trained (resumably) and validated.
 
-A continuation starts from the base the way ``nnUNetv2_train D CONFIG FOLD -tr T -pretrained_weights CKPT`` starts
-in nnU-Net 2.8 (``nnunetv2.run.load_pretrained_weights``): every network weight is copied from the checkpoint
-except the output heads (keys with ``.seg_layers.``, one 1x1 convolution per deep-supervision scale), which keep
-their fresh initialisation; the optimizer state (SGD momentum) is not loaded; ``-pretrained_weights`` refuses
-``--c``. The search's continuations and the exported fine-tune trainer (run by ``nnUNetv2_train
--pretrained_weights``) therefore start from the same weights; ``tests/test_finetune.py`` compares them. Every
-arm (the control included) is seeded alike, so the fresh heads start identical in every arm.
+How a continuation starts: from the WHOLE base network, output heads included. nnU-Net 2.8's ``nnUNetv2_train
+-pretrained_weights`` (``load_pretrained_weights``) copies every weight except the heads (keys with
+``.seg_layers.``, one 1x1 convolution per deep-supervision scale), which restart from random; at a fine-tune's
+learning rate the network then spends its continuation relearning them: on Hippocampus 2d (nnU-Net's own network,
+a base of 300 iterations at validation Dice 0.52) Dice+CE continued 100 iterations at LR 1e-3 reached 0.25 with
+fresh heads. A comparison of losses would then measure how fast each loss relearns a 1x1 layer. So
+``nnUNetTrainer_autoloss`` loads the whole base itself at the start of a training (``BASE_CHECKPOINT``,
+``autoloss.nnunet.checkpoints``): the search's continuations and the exported fine-tune trainer run the same code,
+``nnUNetv2_train -pretrained_weights`` still works with an exported trainer (the trainer checks it is the same
+base and restores the heads), and ``--c`` resumes an interrupted fine-tune. The optimizer state (SGD momentum) is
+not loaded, as in nnU-Net. Every arm (the control included) is seeded alike.
 
 The learning rate of a continuation (one recipe for every arm, recorded in the study identity): nnU-Net's own
 tail. A base of N epochs continued for E epochs is trained as the last E epochs of one nnU-Net schedule of N + E
 epochs: nnU-Net's poly decay ``lr(e) = 0.01 (1 - e / (N + E))^0.9`` restricted to its last E epochs is exactly a
 fresh poly decay over E epochs from ``0.01 (E / (N + E))^0.9`` (:func:`continuation_lr`). So the continuation
-neither restarts at nnU-Net's full 0.01 (which would undo much of what the base learned: a warm restart, not a
-fine-tune) nor picks an arbitrary small rate; and the from-scratch approximation the exporter offers (Dice+CE for
-N epochs, then the loss for E, one nnU-Net schedule) has the same rate at the switch.
+neither restarts at nnU-Net's full 0.01 (a warm restart that first undoes part of what the base learned, not a
+fine-tune) nor picks an arbitrary small rate, and the from-scratch approximation the exporter offers (Dice+CE,
+then the loss, in one nnU-Net schedule) has nnU-Net's rate at the switch.
 """
 from __future__ import annotations
 
@@ -33,9 +37,9 @@ import torch
 from autoloss.errors import AutolossError
 from autoloss.losses import baseline_spec
 from autoloss.nnunet import env
+from autoloss.nnunet.checkpoints import read_checkpoint
 from autoloss.nnunet.prepare import PreparedDataset
 
-SKIPPED_KEYS = (".seg_layers.",)  # nnU-Net's load_pretrained_weights leaves these at their initialisation
 NNUNET_INITIAL_LR = 1e-2
 POLY_EXPONENT = 0.9
 BASE_TRAINER = "nnUNetTrainer_autoloss_base"  # the class name of autoloss's own Dice+CE bases
@@ -58,7 +62,7 @@ def lr_recipe(base_epochs: int, finetune_epochs: int, initial_lr: float | None =
     return {"recipe": LR_RECIPE if initial_lr is None else "fixed", "initial_lr": lr,
             "decay": f"poly {POLY_EXPONENT} to 0 over the {finetune_epochs} fine-tune epochs",
             "optimizer": "nnU-Net's SGD (momentum 0.99, nesterov), fresh state",
-            "heads": "fresh (nnU-Net -pretrained_weights skips .seg_layers.)"}
+            "heads": "loaded from the base (the whole network)"}
 
 
 @dataclass(frozen=True)
@@ -69,16 +73,10 @@ class Continuation:
     base_dir: str
     initial_lr: float
 
-    def checkpoint(self, fold: int) -> Path:
-        return Path(self.base_dir) / f"fold_{fold}" / CHECKPOINT
-
-    def start(self, trainer, fold: int) -> None:
-        """Initialise ``trainer`` and load its fold's base as ``-pretrained_weights`` does."""
-        if not trainer.was_initialized:
-            trainer.initialize()
-        load_base_weights(trainer.network, self.checkpoint(fold))
-        trainer.print_to_log_file(f"autoloss: continuing from {self.checkpoint(fold)} (output heads fresh, "
-                                  f"initial LR {self.initial_lr:.4g})")
+    @property
+    def checkpoint_pattern(self) -> str:
+        """The trainer's ``BASE_CHECKPOINT``: the base of fold K is ``pattern.format(fold=K)``."""
+        return str(Path(self.base_dir) / "fold_{fold}" / CHECKPOINT)
 
 
 @dataclass(frozen=True)
@@ -107,36 +105,6 @@ class BaseTraining:
             result = train_base(prepared, fidelity, fold, Path(self.results_root), device, log=print)
         write_base_record(result, base_folder(Path(self.results_root), prepared))
         return result
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """An nnU-Net checkpoint, on the CPU whatever device wrote it; one line naming the file when unreadable."""
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle errors, ...: one message
-        raise AutolossError(f"{path}: not a readable nnU-Net checkpoint ({type(exc).__name__}: {exc})") from None
-
-
-def load_base_weights(network: torch.nn.Module, checkpoint: str | Path) -> int:
-    """Copy the base's weights into ``network`` as nnU-Net's ``load_pretrained_weights`` does (every key but the
-    ``.seg_layers.`` heads; shapes must match); returns how many tensors were copied. Unlike nnU-Net's function it
-    maps the checkpoint to the CPU first, so a base trained on a GPU continues on any device."""
-    from torch._dynamo import OptimizedModule
-
-    weights = read_checkpoint(checkpoint)["network_weights"]
-    module = network._orig_mod if isinstance(network, OptimizedModule) else network
-    own = module.state_dict()
-    kept = {k: v for k, v in weights.items() if k in own and not any(s in k for s in SKIPPED_KEYS)}
-    for key, value in own.items():
-        if any(s in key for s in SKIPPED_KEYS):
-            continue
-        if key not in weights or weights[key].shape != value.shape:
-            found = tuple(weights[key].shape) if key in weights else "missing"
-            raise AutolossError(f"{checkpoint}: weight {key} is {found} there but {tuple(value.shape)} in this "
-                                "network: the base was trained with other plans or another configuration")
-    own.update(kept)
-    module.load_state_dict(own)
-    return len(kept)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -43,11 +43,14 @@ class Fidelity:
 
 
 def trainer_class(spec: LossSpec, fidelity: Fidelity | None = None, name: str | None = None,
-                  initial_lr: float | None = None) -> type:
-    """A ``nnUNetTrainer_autoloss`` subclass that trains ``spec`` (at ``fidelity``, else nnU-Net's defaults)."""
+                  continuation=None) -> type:
+    """A ``nnUNetTrainer_autoloss`` subclass that trains ``spec`` (at ``fidelity``, else nnU-Net's defaults);
+    ``continuation`` (``autoloss.nnunet.finetune.Continuation``): from its fold's base, at its LR."""
     from autoloss.nnunet.trainer import nnUNetTrainer_autoloss
 
-    attrs = {"LOSS_SPEC": spec.to_dict(), "__module__": __name__, "INITIAL_LR": initial_lr}
+    attrs = {"LOSS_SPEC": spec.to_dict(), "__module__": __name__}
+    if continuation is not None:
+        attrs.update(INITIAL_LR=continuation.initial_lr, BASE_CHECKPOINT=continuation.checkpoint_pattern)
     if fidelity is not None:
         attrs.update(NUM_EPOCHS=fidelity.epochs, NUM_ITERATIONS_PER_EPOCH=fidelity.iterations_per_epoch,
                      NUM_VAL_ITERATIONS_PER_EPOCH=fidelity.val_iterations_per_epoch)
@@ -120,7 +123,7 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    cls = trainer_class(spec, fidelity, initial_lr=continuation.initial_lr if continuation else None)
+    cls = trainer_class(spec, fidelity, continuation=continuation)
     per_fold, steps, validation_s, epochs_run = [], 0.0, 0.0, 0
     # nnU-Net prints a lot per epoch; it goes to the trial's log instead of over the search's progress display.
     with open(trial_dir / "nnunet_stdout.log", "a") as out, contextlib.redirect_stdout(out), \
@@ -131,7 +134,7 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
             if seed is not None:
                 seed_everything(fold_seed(seed, fold))
             fold_result = _train_and_validate(cls, i, fold, prepared, fidelity, trial_dir, device, epoch_callback,
-                                              cldice_classes, continuation)
+                                              cldice_classes)
             per_fold.append(fold_result)
             steps += fold_result.pop("step_seconds")
             validation_s += fold_result.pop("validation_seconds")
@@ -154,7 +157,7 @@ def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, tri
 
 
 def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device, epoch_callback,
-                        cldice_classes=None, continuation=None) -> dict:
+                        cldice_classes=None) -> dict:
     """Train one fold in nnU-Net (outputs under the trial folder), then validate it."""
     with env.overridden(nnUNet_results=str(trial_dir), nnUNet_preprocessed=str(prepared.preprocessed_dir.parent)):
         plans = prepared.load_plans()
@@ -166,8 +169,6 @@ def _train_and_validate(cls, index, fold, prepared, fidelity, trial_dir, device,
         if epoch_callback is not None:
             offset = index * fidelity.epochs
             trainer.epoch_callback = lambda epoch, dice: epoch_callback(offset + epoch, dice)
-        if continuation is not None:
-            continuation.start(trainer, fold)
         try:
             trainer.run_training()
         finally:

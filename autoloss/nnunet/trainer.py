@@ -11,6 +11,10 @@ nnU-Net facts this class is built around (DESIGN.md):
 - per-sample targets that are costly (tubed skeletons, component labels: ``LossDef.extra_targets``) are made in
   the data-loading workers and travel as extra segmentation channels (``autoloss.nnunet.extra_targets``), added
   to both the training and the validation transforms, so exported trainers get them too.
+- a fine-tune (``BASE_CHECKPOINT``) loads the whole base, output heads included, in ``on_train_start`` of a
+  training that starts at epoch 0, the same code in the search and in an exported trainer; nnU-Net's own
+  ``-pretrained_weights`` would leave the heads fresh (``autoloss.nnunet.finetune`` says why that is not used),
+  and a ``--c`` resume continues from the fine-tune's own checkpoint;
 - checkpoints are written to a temporary file and renamed: a training killed while saving (kill -9, power) leaves
   the previous checkpoint intact, never a truncated one (nnU-Net writes in place).
 """
@@ -26,6 +30,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from autoloss.losses import build_loss, get_loss_def
+from autoloss.nnunet.checkpoints import load_base_weights, same_body_weights
 from autoloss.nnunet.extra_targets import ExtraTargetLoss, split_extra_targets, with_extra_targets
 from autoloss.spec import LossSpec
 
@@ -42,6 +47,7 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
     defaults: 1000, 250, 50, 1e-2; the LR decays by nnU-Net's poly schedule over ``NUM_EPOCHS`` either way).
     ``WARMUP_LOSS_SPEC`` and ``WARMUP_EPOCHS``: train that loss for the first epochs, then ``LOSS_SPEC`` (whose own
     schedule then counts from the switch): the from-scratch form of a fine-tune (``autoloss.nnunet.finetune``).
+    ``BASE_CHECKPOINT``: fine-tune from this checkpoint (``{fold}`` is replaced by the fold), loaded whole.
     """
 
     LOSS_SPEC: dict[str, Any] | None = None
@@ -51,6 +57,7 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
     INITIAL_LR: float | None = None
     WARMUP_LOSS_SPEC: dict[str, Any] | None = None
     WARMUP_EPOCHS: int = 0
+    BASE_CHECKPOINT: str | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -125,6 +132,21 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
         weights[-1] = 1e-6 if self.is_ddp else 0
         weights = weights / weights.sum()
         return DeepSupervisionWrapper(loss, weights)
+
+    def on_train_start(self):
+        loaded_before = self.was_initialized and self.current_epoch == 0  # nnUNetv2_train -pretrained_weights
+        super().on_train_start()
+        if self.BASE_CHECKPOINT and self.current_epoch == 0:  # not on a --c resume: that has its own weights
+            path = self.BASE_CHECKPOINT.format(fold=self.fold)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{type(self).__name__} fine-tunes from {path}, which does not exist: "
+                                        "train that fold's base first, or re-export with the base's folder")
+            if loaded_before and not same_body_weights(self.network, path):
+                raise RuntimeError(f"-pretrained_weights is not the base {type(self).__name__} was tested from "
+                                   f"({path}); drop -pretrained_weights, or export the search again from that base")
+            count = load_base_weights(self.network, path)
+            self.print_to_log_file(f"autoloss: fine-tuning from {path} ({count} tensors, output heads included), "
+                                   f"initial LR {self.initial_lr:.4g}")
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()

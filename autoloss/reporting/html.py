@@ -25,7 +25,8 @@ CAPTIONS = {
     "per_class": "Dice and NSD (normalised surface Dice, boundary agreement within the tolerance) per class, for the "
                  "best screening trial of each loss. A loss can lift the mean while losing a class.",
     "curves": "Pseudo-Dice per epoch (nnU-Net's online validation on a few patches) of every training; pruned "
-              "trials stop early. Dashed: confirmation trainings.",
+              "trials stop early. Dashed: confirmation trainings. A fine-tune search draws its Dice+CE base(s) first "
+              "(black) and every continuation from the base's last epoch on.",
     "paired": "Per confirmation case: the verdict's candidate (y) against Dice+CE (x) on the same case and fold. "
               "Points above the diagonal are cases the candidate segments better.",
     "history": "Optimisation history: the screening objective of each trial in the order it ran (squares: the "

@@ -131,8 +131,8 @@ def log_cost(plan: FinetunePlan, folds: list[int], prepared: PreparedDataset, co
 
     lr = plan.lr
     log(f"fine-tune: every training continues from its fold's Dice+CE base for {plan.finetune_epochs} epochs, "
-        f"initial LR {lr['initial_lr']:.3g} ({lr['recipe']}, {lr['decay']}; output heads fresh, as nnU-Net's "
-        "-pretrained_weights); the control arm is Dice+CE continued the same way with the same seed")
+        f"initial LR {lr['initial_lr']:.3g} ({lr['recipe']}, {lr['decay']}; the whole base network loaded, heads "
+        "included); the control arm is Dice+CE continued the same way with the same seed")
     cases = sum(len(prepared.split(f)[1]) for f in folds)
     if plan.user is None:
         it = plan.base_fidelity.iterations_per_epoch
@@ -224,3 +224,40 @@ def record_view(plan: FinetunePlan | None, study: optuna.Study) -> dict:
     base = {k: v for k, v in identity["base"].items() if k not in ("folder", "checkpoints")}
     base["validation_dice"] = {str(f): r["metrics"]["mean"]["dice"] for f, r in bases(study).items()}
     return identity | {"base": base}
+
+
+def finetune_rows(study: optuna.Study, rows: list[dict]) -> list[dict]:
+    """``results.csv`` rows with the fidelity that produced them; in fine-tune mode each row also carries its
+    fold's base Dice, and one row per base (phase ``base``) comes first."""
+    mode = (study.user_attrs.get("autoloss_settings") or {}).get("fidelity_mode") or SCRATCH
+    if mode.get("mode") != "finetune":
+        return [r | {"fidelity": "scratch"} for r in rows]
+    found = bases(study)
+    screen_folds = (study.user_attrs.get("autoloss_settings") or {}).get("fidelity", {}).get("folds", [])
+
+    def base_dice(fold) -> float | None:
+        folds = [fold] if fold is not None else screen_folds
+        values = [found[f]["metrics"]["mean"]["dice"] for f in folds if f in found]
+        return sum(values) / len(values) if values else None
+
+    out = []
+    for fold, record in found.items():
+        m = record["metrics"]
+        row = {"phase": "base", "trial": None, "fold": fold, "state": "complete",
+               "loss": f"Dice+CE base ({record['epochs']} epochs)", "source": record.get("source"),
+               "objective": None, "dice": m["mean"].get("dice"), "nsd": m["mean"].get("nsd")}
+        row.update({f"{metric}_{cls}": v for cls, vals in m.items() if cls != "mean" for metric, v in vals.items()})
+        out.append(row | {"epochs": record["epochs"], "seconds": record.get("seconds")})
+    out += [r | {"base_dice": base_dice(r.get("fold"))} for r in rows]
+    return [r | {"fidelity": "finetune"} for r in out]
+
+
+def base_summary(study: optuna.Study) -> str | None:
+    """One line on the bases of a fine-tune study (None for a from-scratch one)."""
+    found = bases(study)
+    if not found:
+        return None
+    first = next(iter(found.values()))
+    return (f"fine-tuned from {'your' if first.get('source') == 'user' else 'its own'} Dice+CE base(s) of "
+            f"{first['epochs']} epochs, validation Dice " + ", ".join(
+                f"fold {f} {r['metrics']['mean']['dice']:.4f}" for f, r in found.items()))
