@@ -87,11 +87,14 @@ def user_defaults(base_path: str | Path) -> tuple[str, tuple[int, ...], tuple[in
     return base.configuration, folds[:1], folds[1:]
 
 
-def open_user_base(settings: FinetuneSettings, configuration: str, log: Callable[[str], None]) -> UserBase | None:
-    """The user's base (None without ``--base``), checked against the requested configuration."""
+def open_user_base(settings: FinetuneSettings, dataset_name: str, configuration: str,
+                   log: Callable[[str], None]) -> UserBase | None:
+    """The user's base (None without ``--base``), checked against the dataset and the requested configuration."""
     if not settings.base:
         return None
     base = open_base(settings.base)
+    if base.dataset_name != dataset_name:
+        raise AutolossError(f"--base {base.path}: trained on {base.dataset_name}, but this search is on {dataset_name}")
     if configuration not in ("auto", base.configuration):
         raise AutolossError(f"--base {base.path} is a {base.configuration} model; drop --config {configuration} "
                             "(the search trains the base's configuration)")

@@ -155,7 +155,7 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     picks = [r.spec for r in ranked if r.spec.name in space.losses and r.spec != baseline]
     prior = [baseline] + picks[: max(0, cfg.prior_top - 1)]
 
-    user_base = bases.open_user_base(cfg.finetune, cfg.fidelity.configuration, log)  # --base: its plans, config
+    user_base = bases.open_user_base(cfg.finetune, ds.root.name, cfg.fidelity.configuration, log)  # --base
     if user_base is not None:
         cfg = replace(cfg, fidelity=replace(cfg.fidelity, configuration=user_base.configuration))
     log(f"nnU-Net planning/preprocessing (once per study; log: {work_dir / 'nnunet_prepare.log'})")
