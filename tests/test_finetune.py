@@ -300,3 +300,46 @@ def test_a_users_base_from_nnunetv2_train_is_only_read_and_its_export_fine_tunes
     assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-3000:]
     assert list(pred.glob("*.nii.gz"))
     assert tree_digest(base) == before
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(base_epochs=5), "need from_base"),
+    (dict(finetune_lr=1e-3), "need from_base"),
+    (dict(from_base=True, base="somewhere", base_epochs=5), "used as it was trained"),
+])
+def test_fine_tune_options_are_checked_before_anything_runs(kwargs, message, tmp_path):
+    import autoloss
+
+    kwargs = {k: (str(tmp_path / v) if k == "base" else v) for k, v in kwargs.items()}
+    with pytest.raises(AutolossError, match=message):
+        autoloss.search(tmp_path / "no_dataset", work_dir=tmp_path / "w", **kwargs)
+
+
+def test_a_folder_that_is_no_nnunet_results_folder_is_named(tmp_path):
+    from autoloss.nnunet.base_folder import open_base
+
+    with pytest.raises(AutolossError, match="no such folder"):
+        open_base(tmp_path / "missing")
+    (tmp_path / "results").mkdir()
+    with pytest.raises(AutolossError, match="TRAINER__PLANS__CONFIG"):
+        open_base(tmp_path / "results")
+    folder = tmp_path / "nnUNetTrainer__nnUNetPlans__2d"
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps({"plans_name": "nnUNetPlans", "configurations": {"2d": {}}}))
+    (folder / "dataset.json").write_text("{}")
+    with pytest.raises(AutolossError, match=r"no fold_K/checkpoint_final.pth \(folds without one: 0\)"):
+        open_base(folder)
+
+
+def test_the_continuation_lr_is_nnunets_schedule_at_the_bases_end():
+    from autoloss.nnunet.finetune import lr_recipe
+
+    # nnU-Net's poly decay over N + E epochs, at epoch N, equals the continuation's start; a fresh poly over E
+    # from there is that schedule's tail epoch by epoch.
+    n, e = 1000, 50
+    assert continuation_lr(n, e) == pytest.approx(0.01 * (1 - n / (n + e)) ** 0.9)
+    for k in range(e):
+        assert continuation_lr(n, e) * (1 - k / e) ** 0.9 == pytest.approx(0.01 * (1 - (n + k) / (n + e)) ** 0.9)
+    assert lr_recipe(n, e)["recipe"] == "nnunet-tail" and lr_recipe(n, e, 1e-3)["initial_lr"] == 1e-3
+    with pytest.raises(AutolossError):
+        continuation_lr(0, 5)
