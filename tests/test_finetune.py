@@ -229,18 +229,26 @@ def test_killed_base_and_continuation_resume_and_the_verdict_reads_the_control(b
 
 
 def test_a_base_that_learned_nothing_is_refused_in_one_line(search_work_dir, capsys):
+    # the base trains as a Ray task (--workers 2), like every training of a search
     err = one_line_error(capsys, [
         "search", str(HIPPO), "--from-base", "--base-epochs", "1", "--finetune-epochs", "1", "--budget", "1",
         "--config", "2d", "--iterations-per-epoch", "1", "--val-iterations", "1", "--device", "cpu",
-        "--max-cases", str(MAX_CASES), "--no-confirm", "--work-dir", str(search_work_dir)])
+        "--max-cases", str(MAX_CASES), "--no-confirm", "--workers", "2", "--work-dir", str(search_work_dir)])
     assert "learned nothing" in err and "--base-epochs" in err
+    record = json.loads(next(search_work_dir.glob("bases/*/*/*/fold_0/autoloss_base.json")).read_text())
+    assert record["epochs"] == 1 and record["metrics"]["mean"]["dice"] < 0.1
 
 
 def test_a_users_base_from_nnunetv2_train_is_only_read_and_its_export_fine_tunes(blob, blob_work, tmp_path,
                                                                                   capsys):
     dataset = blob[0]
     trainers = tmp_path / "trainers"
-    export_trainer(baseline_spec(), trainers, name="TinyBase", epochs=BASE_EPOCHS, iterations_per_epoch=6)
+    trainers.mkdir()
+    (trainers / "nnUNetTrainer_autoloss_TinyBase.py").write_text(  # Dice+CE at a tiny fidelity, as a user might
+        "from autoloss.nnunet.trainer import nnUNetTrainer_autoloss\n\n\n"
+        "class nnUNetTrainer_autoloss_TinyBase(nnUNetTrainer_autoloss):\n"
+        f"    LOSS_SPEC = {baseline_spec().to_dict()!r}\n    NUM_EPOCHS = {BASE_EPOCHS}\n"
+        "    NUM_ITERATIONS_PER_EPOCH = 6\n    NUM_VAL_ITERATIONS_PER_EPOCH = 1\n")
     nnenv = dict(os.environ, nnUNet_raw=str(blob_work / "nnunet" / "raw"),
                  nnUNet_preprocessed=str(blob_work / "nnunet" / "preprocessed"),
                  nnUNet_results=str(tmp_path / "results"), nnUNet_extTrainer=str(trainers), nnUNet_n_proc_DA="1")

@@ -171,6 +171,8 @@ def _plan_and_preprocess(dataset_id: int, dataset_name: str, preprocessed: Path,
         # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for the valid value 0
         with overridden(nnUNet_n_proc_DA=str(max(1, int(os.environ.get("nnUNet_n_proc_DA", "1") or 1)))):
             plan_experiments([dataset_id])
+    elif not (preprocessed / "dataset.json").exists():  # adopted plans: the planner that copies it did not run
+        shutil.copy(Path(os.environ["nnUNet_raw"]) / dataset_name / "dataset.json", preprocessed / "dataset.json")
     configs = json.loads(plans_file.read_text())["configurations"]
     if configuration not in configs:
         raise AutolossError(f"nnU-Net planned no {configuration!r} configuration for {dataset_name} "

@@ -61,6 +61,7 @@ class FinetunePlan:
     seed: int | None
     user: UserBase | None = None
     results_root: Path | None = None  # own base: nnUNet_results of the base training
+    folds: tuple[int, ...] = ()  # the folds the study uses (a user's base: only their checkpoints are its identity)
 
     @property
     def continuation(self) -> ft.Continuation:
@@ -73,7 +74,7 @@ class FinetunePlan:
         if self.user:
             base.update(trainer=self.user.trainer, plans=self.user.plans_name,
                         configuration=self.user.configuration,
-                        checkpoints={str(f): ft.file_sha256(p) for f, p in self.user.checkpoints.items()})
+                        checkpoints={str(f): ft.file_sha256(self.user.checkpoints[f]) for f in self.folds})
         else:
             base.update(iterations_per_epoch=self.base_fidelity.iterations_per_epoch, seed=self.seed)
         return {"mode": "finetune", "base": base, "finetune_epochs": self.finetune_epochs, "lr": self.lr}
@@ -112,7 +113,7 @@ def make_plan(settings: FinetuneSettings, user: UserBase | None, prepared: Prepa
         check_base(user, prepared, folds)
         epochs = int(ft.read_checkpoint(user.checkpoints[min(folds)]).get("current_epoch") or 1000)
         return FinetunePlan(user.path, epochs, fidelity.epochs, ft.lr_recipe(epochs, fidelity.epochs, settings.lr),
-                            None, seed, user)
+                            None, seed, user, folds=tuple(sorted(set(folds))))
     epochs = settings.base_epochs or BASE_EPOCHS_PER_FINETUNE_EPOCH * fidelity.epochs
     if epochs < 1:
         raise AutolossError("--base-epochs must be at least 1")
@@ -124,7 +125,22 @@ def make_plan(settings: FinetuneSettings, user: UserBase | None, prepared: Prepa
         "seed": seed}, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(work_dir) / "bases" / key
     return FinetunePlan(ft.base_folder(root, prepared), epochs, fidelity.epochs,
-                        ft.lr_recipe(epochs, fidelity.epochs, settings.lr), base_fidelity, seed, None, root)
+                        ft.lr_recipe(epochs, fidelity.epochs, settings.lr), base_fidelity, seed, None, root,
+                        tuple(sorted(set(folds))))
+
+
+def plan_search(cfg, user: UserBase | None, prepared: PreparedDataset, confirm_folds: list[int], work_dir: Path,
+                log: Callable[[str], None]) -> FinetunePlan | None:
+    """The fine-tune plan of a search (``cfg``: its SearchConfig; None from scratch), its cost logged."""
+    from autoloss.searching import confirm
+
+    if not cfg.finetune.enabled:
+        return None
+    folds = list(cfg.fidelity.folds) + list(confirm_folds)
+    plan = make_plan(cfg.finetune, user, prepared, cfg.fidelity, folds, work_dir, cfg.seed)
+    full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))[2]
+    log_cost(plan, folds, prepared, round(full * confirm.FULL_TRAINING_ITERATIONS), log)
+    return plan
 
 
 def log_cost(plan: FinetunePlan, folds: list[int], prepared: PreparedDataset, continuation_iterations: int,

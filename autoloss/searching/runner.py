@@ -168,12 +168,7 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     confirm_folds = (confirm.confirmation_folds(prepared.num_folds(), cfg.fidelity.folds, cfg.confirm)
                      if cfg.confirm.enabled else [])
     _log_plan(cfg, confirm_folds, log)
-    plan = bases.make_plan(cfg.finetune, user_base, prepared, cfg.fidelity, list(cfg.fidelity.folds) + confirm_folds,
-                           work_dir, cfg.seed) if cfg.finetune.enabled else None
-    if plan is not None:
-        full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))[2]
-        bases.log_cost(plan, list(cfg.fidelity.folds) + confirm_folds, prepared,
-                       round(full * confirm.FULL_TRAINING_ITERATIONS), log)
+    plan = bases.plan_search(cfg, user_base, prepared, confirm_folds, work_dir, log)  # None: from scratch
     device = cfg.device or _default_device()
     study_name = cfg.study_name or f"autoloss_{prepared.dataset_name}_{cfg.fidelity.configuration}"
     settings = {"dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
@@ -246,7 +241,7 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool
                 trial = study.ask()
                 spec = _spec_of(trial, space)
                 trial.set_user_attr(rec.SPEC, spec.to_dict())
-                # fine-tune: every continuation on a fold starts alike (common random numbers, fresh heads included)
+                # fine-tune: every continuation on a fold starts alike (common random numbers, as the confirmation)
                 seed = None if cfg.seed is None else cfg.seed if cfg.finetune.enabled else cfg.seed * 10_007 + trial.number
                 pending[executor.submit(job(number=trial.number, trial_id=studies.trial_id(trial), spec=spec,
                                             fidelity=cfg.fidelity, seed=seed,
