@@ -195,6 +195,7 @@ def test_killed_base_and_continuation_resume_and_the_verdict_reads_the_control(b
     assert all(r["metrics"]["mean"]["dice"] > 0.5 and r["epochs"] == BASE_EPOCHS for r in found.values())
     screened = [rec.spec_of(t).key() for t in studies.counted(study) if t.state == rec.COMPLETE]
     assert len(screened) == len(set(screened)) == 2  # the finished trial 0 was not run again
+    assert baseline_spec().key() in screened  # the control on the screening fold: Dice+CE continued, prior first
     # the control arm: Dice+CE continued on the confirmation fold, with the candidate's seed
     confirmed = rec.confirmation_trials(study)
     assert Counter((rec.is_baseline(rec.spec_of(t)), t.user_attrs[rec.FOLD]) for t in confirmed) == {
@@ -205,6 +206,8 @@ def test_killed_base_and_continuation_resume_and_the_verdict_reads_the_control(b
     assert verdict["compared_with"].startswith("the control (Dice+CE continued 2 epochs from the same base")
     summary = (blob_work / "summary.txt").read_text()
     assert "vs the control" in summary and "Dice+CE base(s) of 6 epochs" in summary
+    report = (blob_work / "report.html").read_text()
+    assert "fine-tuned 2 epochs from its Dice+CE base of 6 epochs" in report and "Dice+CE base (6 epochs)" in report
     import pandas as pd
 
     df = pd.read_csv(blob_work / "results.csv")
@@ -215,14 +218,16 @@ def test_killed_base_and_continuation_resume_and_the_verdict_reads_the_control(b
     assert mode["mode"] == "finetune" and mode["base"]["epochs"] == BASE_EPOCHS and "folder" not in mode["base"]
     assert set(mode["base"]["validation_dice"]) == {"0", "1"} and str(blob_work) not in json.dumps(record)
 
-    # a second search on the work directory reuses the bases: nothing is trained again
+    # a second study on the work directory finds both bases ready: nothing is trained again (timeout 0: it
+    # makes its bases ready, then starts no continuation)
     logs: list[str] = []
     cfg = SearchConfig(dataset=str(blob[0]), budget=1, work_dir=blob_work, device="cpu", pruner="none", seed=0,
-                       prior_top=1, study_name="second", confirm=ConfirmSettings(enabled=False),
-                       fidelity=Fidelity(**(TINY | {"iterations_per_epoch": 6})),
+                       prior_top=1, study_name="second", timeout=0.0, fidelity=Fidelity(**(TINY | {
+                           "iterations_per_epoch": 6, "folds": (0, 1)})), confirm=ConfirmSettings(enabled=False),
                        finetune=FinetuneSettings(enabled=True, base_epochs=BASE_EPOCHS))
-    run_search(cfg, log=logs.append)
+    second = run_search(cfg, log=logs.append)
     assert not any("training the Dice+CE base" in line for line in logs), logs
+    assert {f: r["sha256"] for f, r in bases(second).items()} == {f: r["sha256"] for f, r in found.items()}
     assert (final0.stat().st_mtime_ns, hashlib.sha256(final0.read_bytes()).hexdigest()) == stamp
     assert len(list(blob_work.glob("bases/*/*/*/fold_*/training_log_*.txt"))) == 3  # fold 0 twice (killed), 1 once
     with pytest.raises(AutolossError, match="fidelity_mode"):  # the LR recipe is part of the study's identity
@@ -253,7 +258,8 @@ def test_a_users_base_from_nnunetv2_train_is_only_read_and_its_export_fine_tunes
         "    NUM_ITERATIONS_PER_EPOCH = 6\n    NUM_VAL_ITERATIONS_PER_EPOCH = 1\n")
     nnenv = dict(os.environ, nnUNet_raw=str(blob_work / "nnunet" / "raw"),
                  nnUNet_preprocessed=str(blob_work / "nnunet" / "preprocessed"),
-                 nnUNet_results=str(tmp_path / "results"), nnUNet_extTrainer=str(trainers), nnUNet_n_proc_DA="1")
+                 nnUNet_results=str(tmp_path / "results"), nnUNet_extTrainer=str(trainers), nnUNet_n_proc_DA="1",
+                 nnUNet_def_n_proc="1")  # one validation worker: each one imports torch and nnU-Net again
     train = subprocess.run([bin_of("nnUNetv2_train"), "992", "2d", "0", "-tr", "nnUNetTrainer_autoloss_TinyBase",
                             "-device", "cpu"], env=nnenv, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
@@ -274,7 +280,13 @@ def test_a_users_base_from_nnunetv2_train_is_only_read_and_its_export_fine_tunes
     (edited / "plans.json").write_text(json.dumps(plans))
     err = one_line_error(capsys, [a if a != str(base) else str(edited) for a in search] + ["--no-confirm"])
     assert "plans differ" in err and "configurations.2d.patch_size" in err
-    err = one_line_error(capsys, search + ["--no-confirm", "--max-cases", "8", "--work-dir", str(tmp_path / "sub")])
+    resplit = tmp_path / "resplit"  # a study whose split differs from the one the base was trained on
+    shutil.copytree(blob_work / "nnunet", resplit / "nnunet", symlinks=True)
+    splits_file = resplit / "nnunet" / "preprocessed" / NAME / "splits_final.json"
+    splits = json.loads(splits_file.read_text())
+    splits[0]["train"][0], splits[0]["val"][0] = splits[0]["val"][0], splits[0]["train"][0]
+    splits_file.write_text(json.dumps(splits))
+    err = one_line_error(capsys, search + ["--no-confirm", "--work-dir", str(resplit)])
     assert "validated on other cases" in err
 
     # the search: screening on fold 0 (its only finished fold), the base adopted as it is
@@ -288,7 +300,7 @@ def test_a_users_base_from_nnunetv2_train_is_only_read_and_its_export_fine_tunes
     assert study.user_attrs[rec.SETTINGS]["fidelity_mode"]["base"]["plans"] == "nnUNetPlans"
 
     # its export fine-tunes under nnUNetv2_train -pretrained_weights and predicts under nnUNetv2_predict -tr
-    assert main(["export", str(blob_work), "-o", str(trainers), "--trial", "1"]) == 0
+    assert main(["export", str(blob_work), "-o", str(trainers), "--trial", "1", "--epochs", "1"]) == 0
     printed = capsys.readouterr().out
     command = next(line.strip() for line in printed.splitlines() if "-pretrained_weights" in line)
     assert command.endswith(f"-pretrained_weights {base / 'fold_0' / 'checkpoint_final.pth'}")
@@ -298,14 +310,14 @@ def test_a_users_base_from_nnunetv2_train_is_only_read_and_its_export_fine_tunes
                           env=nnenv, capture_output=True, text=True, timeout=600)
     assert tune.returncode == 0, tune.stdout[-3000:] + tune.stderr[-3000:]
     fold = tmp_path / "results" / NAME / f"{name}__nnUNetPlans__2d" / "fold_0"
-    assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["current_epoch"] == 2
+    assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["current_epoch"] == 1
     assert "fine-tuning from" in next(fold.glob("training_log_*.txt")).read_text()
     inp, pred = tmp_path / "in", tmp_path / "pred"
     inp.mkdir()
     case = sorted((dataset / "imagesTr").iterdir())[0]
     (inp / case.name).symlink_to(case)
     predict = subprocess.run([bin_of("nnUNetv2_predict"), "-i", str(inp), "-o", str(pred), "-d", "992", "-c", "2d",
-                              "-f", "0", "-tr", name, "-device", "cpu", "--disable_tta"],
+                              "-f", "0", "-tr", name, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
                              env=nnenv, capture_output=True, text=True, timeout=600)
     assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-3000:]
     assert list(pred.glob("*.nii.gz"))

@@ -62,7 +62,8 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
     screen = df["phase"] == "screen"
     df.insert(0, "rank", [int(screen[: i + 1].sum()) if s else None for i, s in enumerate(screen)])
     for col in ("rank", "trial", "fold", "cases", "epochs"):
-        df[col] = df[col].astype("Int64")  # integers with gaps, not floats
+        if col in df:  # a fine-tune study with only its bases so far has no trial columns
+            df[col] = df[col].astype("Int64")  # integers with gaps, not floats
     return df
 
 
