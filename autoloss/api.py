@@ -104,15 +104,25 @@ class SearchResult:
 
 def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budget: int = 20,
            configuration: str = "auto", epochs: int = 50, iterations_per_epoch: int = 250,
-           val_iterations: int = 50, folds: tuple[int, ...] = (0,), metric: str = "auto",
+           val_iterations: int = 50, folds: tuple[int, ...] | None = None, metric: str = "auto",
            device: str | None = None, confirm: bool = True, confirm_top: int = 2,
            confirm_folds: tuple[int, ...] | None = None, confirm_epochs: int | None = None,
-           network: str = "auto", write_report: bool = True, progress: Callable | None = None,
-           log: Callable[[str], None] = print, **options: Any) -> SearchResult:
+           network: str = "auto", from_base: bool = False, base: str | Path | None = None,
+           base_epochs: int | None = None, finetune_epochs: int | None = None, finetune_lr: float | None = None,
+           write_report: bool = True, progress: Callable | None = None, log: Callable[[str], None] = print,
+           **options: Any) -> SearchResult:
     """Screen ``budget`` losses with real nnU-Net trainings, confirm the best on unseen folds, decide the verdict.
 
     ``network``: the network every training uses: ``full`` (nnU-Net's own), ``small`` or ``tiny`` (scaled from
     nnU-Net's plan for the machine's cost: ``autoloss.nnunet.scaled``); ``auto``: full on a GPU, small on a CPU.
+
+    Fine-tune fidelity: ``from_base`` trains one Dice+CE base per fold (``base_epochs``, default 4 x the fine-tune
+    epochs) and every training continues from its fold's base for ``finetune_epochs`` (default ``epochs``);
+    ``base``: an nnU-Net results folder made by ``nnUNetv2_train`` instead (its configuration, its first fold for
+    the screening and its other folds for the confirmation unless given). ``finetune_lr``: a fixed initial LR
+    instead of nnU-Net's tail (``autoloss.nnunet.finetune``). The verdict then compares each candidate with Dice+CE
+    continued from the same base (the control arm).
+
     Re-running with the same ``work_dir`` resumes. ``options``: ``tta``, ``nsd_tolerance_mm`` (validation), and
     any :class:`~autoloss.searching.runner.SearchConfig` field (``storage``, ``study_name``, ``seed``, ``timeout``,
     ``max_cases``, ``spaces``, ``prior_top``, ``pruner``, ``workers``, ``ray_address``, ``gpus_per_trial``,
@@ -123,18 +133,32 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
 
     from autoloss.nnunet.run import Fidelity
     from autoloss.searching.confirm import ConfirmSettings
+    from autoloss.searching.base import FinetuneSettings, user_defaults
     from autoloss.searching.runner import SearchConfig, run_search
 
     allowed = {f.name for f in fields(SearchConfig)} - {"dataset", "budget", "fidelity", "objective", "work_dir",
-                                                         "device", "confirm", "network"}
+                                                         "device", "confirm", "network", "finetune"}
     unknown = sorted(set(options) - allowed - set(_FIDELITY_KEYS))
     if unknown:
         raise AutolossError(f"search: unknown option(s) {', '.join(unknown)}; known: "
                             f"{', '.join(sorted(allowed | set(_FIDELITY_KEYS)))}")
+    if not (from_base or base) and (base_epochs or finetune_epochs or finetune_lr):
+        raise AutolossError("base_epochs, finetune_epochs and finetune_lr need from_base (--from-base) or a base")
+    if base and base_epochs:
+        raise AutolossError("base_epochs sets the length of autoloss's own base; a given base (--base) is used as "
+                            "it was trained")
+    finetune = FinetuneSettings(enabled=bool(from_base or base), base=str(base) if base else None,
+                                base_epochs=base_epochs, lr=finetune_lr)
+    if base:  # the base decides what is not given: its configuration, its folds
+        base_config, base_folds, base_confirm = user_defaults(base)
+        folds, confirm_folds = folds or base_folds, confirm_folds or base_confirm or None
+        configuration = base_config if configuration == "auto" else configuration
     if configuration == "auto":
         configuration = default_configuration(dataset)
+    if finetune.enabled and finetune_epochs:
+        epochs = finetune_epochs
     fidelity = Fidelity(configuration=configuration, epochs=epochs, iterations_per_epoch=iterations_per_epoch,
-                        val_iterations_per_epoch=val_iterations, folds=tuple(folds),
+                        val_iterations_per_epoch=val_iterations, folds=tuple(folds or (0,)),
                         **{k: options.pop(k) for k in _FIDELITY_KEYS if k in options})
     if "spaces" in options:
         options["spaces"] = tuple(options["spaces"])
@@ -142,7 +166,7 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
                        work_dir=Path(work_dir), device=device, network=network,
                        confirm=ConfirmSettings(enabled=confirm, top=confirm_top,
                                                folds=tuple(confirm_folds) if confirm_folds else None,
-                                               epochs=confirm_epochs), **options)
+                                               epochs=confirm_epochs), finetune=finetune, **options)
     study = run_search(cfg, progress=progress, log=log)
     result = load_search(cfg.work_dir, study=study)
     if write_report:
@@ -192,7 +216,7 @@ def export(source: SearchResult | LossSpec | str | Path, output: str | Path, *, 
         items = [f"{k}={json.dumps(v)}" for k, v in params.items()] if isinstance(params, dict) else params
         src = resolve_source(str(source), items, study_name, trial=trial)
     return export_trainer(src.spec, output, name=name, provenance=src.provenance, epochs=epochs,
-                          iterations_per_epoch=iterations_per_epoch, force=force)
+                          iterations_per_epoch=iterations_per_epoch, force=force, finetune=src.finetune)
 
 
 def report(work_dir: str | Path, *, study_name: str | None = None) -> Path:

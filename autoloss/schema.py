@@ -2,7 +2,8 @@
 be resumed with), ``results.csv`` and the knowledge record. Bumped once per release that adds fields.
 
 Version 1: everything before the network was recorded (every trial trained nnU-Net's own network).
-Version 2: the network that judged the losses (``autoloss.nnunet.scaled``), and the fields below.
+Version 2: the network that judged the losses (``autoloss.nnunet.scaled``), the fidelity mode (from scratch or
+fine-tuned from a base, ``autoloss.searching.base``), the Ray node of each trial, and the fields below.
 
 Adding a field under version 2 is one line in the tuple of where it goes; readers of older data get its default:
 
@@ -28,6 +29,8 @@ class Field:
 
 STUDY_FIELDS: tuple[Field, ...] = (
     Field("network", None, "the network that trained every trial: autoloss.nnunet.scaled's record"),
+    Field("fidelity_mode", {"mode": "scratch"}, "from scratch, or fine-tuned from a Dice+CE base "
+          "(autoloss.searching.base: the base, its length, the fine-tune epochs and LR)"),
 )
 RESULT_COLUMNS: tuple[Field, ...] = (
     Field("network", None, "the network's label, e.g. 'small 2d 16-128 4x'"),

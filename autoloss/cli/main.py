@@ -109,10 +109,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     with search_progress(console, args.budget) as progress:
         result = api.search(args.dataset, work_dir=args.work_dir, budget=args.budget, configuration=args.config,
                             epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
-                            val_iterations=args.val_iterations, folds=tuple(args.folds), metric=args.metric,
+                            val_iterations=args.val_iterations, folds=tuple(args.folds) if args.folds else None,
+                            metric=args.metric,
                             device=args.device, confirm=not args.no_confirm, confirm_top=args.confirm_top,
                             confirm_folds=args.confirm_folds, confirm_epochs=args.confirm_epochs,
-                            network=args.network, progress=progress, log=_logger(console), write_report=not args.no_report, **options)
+                            network=args.network, from_base=args.from_base, base=args.base,
+                            base_epochs=args.base_epochs, finetune_epochs=args.finetune_epochs,
+                            finetune_lr=args.finetune_lr, progress=progress, log=_logger(console),
+                            write_report=not args.no_report, **options)
     if args.json:
         _json(result.to_dict())
         return 0
@@ -241,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--iterations-per-epoch", type=int, default=250)
     p.add_argument("--val-iterations", type=int, default=50, help="pseudo-Dice iterations per epoch")
-    p.add_argument("--folds", type=int, nargs="+", default=[0], help="screening fold(s) (default 0)")
+    p.add_argument("--folds", type=int, nargs="+", default=None,
+                   help="screening fold(s) (default 0; with --base its first fold with a checkpoint)")
     p.add_argument("--confirm-folds", type=int, nargs="+", default=None,
                    help="folds for the confirmation (default: the first 2 folds the screening did not use)")
     p.add_argument("--confirm-top", type=int, default=2, help="screening candidates confirmed (default 2)")
@@ -249,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of a confirmation training (default: the screening's --epochs)")
     p.add_argument("--no-confirm", action="store_true",
                    help="screening only: the verdict can then only be keep or inconclusive")
+    g = p.add_argument_group("fine-tune fidelity: continue every training from a Dice+CE base")
+    g.add_argument("--from-base", action="store_true",
+                   help="train one Dice+CE base per fold (once, in the work directory), then continue every "
+                        "loss from it; the verdict compares with Dice+CE continued the same way")
+    g.add_argument("--base", metavar="PATH", help="your nnU-Net results folder (TRAINER__PLANS__CONFIG made by "
+                                                  "nnUNetv2_train) as the base; only read, never written")
+    g.add_argument("--base-epochs", type=int, help="epochs of autoloss's own base (default 4 x --finetune-epochs)")
+    g.add_argument("--finetune-epochs", type=int, help="epochs of every continuation (default --epochs)")
+    g.add_argument("--finetune-lr", type=float,
+                   help="fixed initial LR of the continuations (default: nnU-Net's tail, 0.01 (E/(N+E))^0.9)")
     p.add_argument("--max-cases", type=int, default=None, help="search on the first M cases only")
     p.add_argument("--metric", default="auto", choices=["auto", "dice", "nsd", "dice+nsd"],
                    help="objective (default auto: per class, Dice plus its regime's metric, e.g. clDice for "

@@ -10,7 +10,9 @@ between labs. One JSON object per line:
     dataset         the dataset's name
     fingerprint     the fingerprint reduced to its statistics (no path, no case names)
     settings        configuration, fidelity, screening and confirmation folds, objective, and the study identity's
-                    schema fields (autoloss.schema.STUDY_FIELDS; version 2: ``network``, what judged the results)
+                    schema fields (autoloss.schema.STUDY_FIELDS; version 2: ``network``, what judged the results; ``fidelity_mode``:
+                    {mode: scratch}, or the fine-tune's {mode: finetune, base: {source, epochs, validation_dice per
+                    fold}, finetune_epochs, lr}; absent in records made before it existed: scratch)
     metric          the objective the gains are measured in ("dice", "nsd", "dice+nsd")
     results         per loss tried: spec, gain over Dice+CE (fraction, 0.012 = +1.2 points), ci [lo, hi] or
                     null (published means have none), p_value, cases, objective, dice_gain per class

@@ -99,8 +99,10 @@ def _write_split(preprocessed: Path, case_ids: list[str]) -> None:
 
 
 def prepare(dataset, configuration: str, work_dir: Path, *, max_cases: int | None = None,
-            num_processes: int = 2, log=print) -> PreparedDataset:
-    """Plan and preprocess ``dataset`` (an ``autoloss.dataset.Dataset``) for ``configuration`` unless done."""
+            num_processes: int = 2, log=print, plans: dict | None = None) -> PreparedDataset:
+    """Plan and preprocess ``dataset`` (an ``autoloss.dataset.Dataset``) for ``configuration`` unless done.
+    ``plans``: use these nnU-Net plans (a fine-tune base's) instead of planning; they are written under their own
+    ``plans_name`` (an existing different file of that name is refused, never overwritten)."""
     if dataset.id is None:
         raise AutolossError(f"{dataset.root}: nnU-Net needs the folder named DatasetXXX_Name (XXX a 3-digit id); "
                             "rename it or copy it under such a name")
@@ -118,22 +120,28 @@ def prepare(dataset, configuration: str, work_dir: Path, *, max_cases: int | Non
     os.environ["nnUNet_raw"], os.environ["nnUNet_preprocessed"] = str(raw_root), str(pre_root)
 
     preprocessed = pre_root / dataset_name
-    marker = preprocessed / MARKER.format(configuration=configuration)
-    if not marker.exists() and _already_preprocessed(preprocessed, configuration, case_ids):
+    plans_name = plans["plans_name"] if plans else PLANS
+    if plans:
+        from autoloss.nnunet.adopted_plans import adopt_plans
+
+        adopt_plans(preprocessed, plans)
+    marker = preprocessed / MARKER.format(configuration=configuration if plans_name == PLANS
+                                          else f"{plans_name}_{configuration}")
+    if not marker.exists() and _already_preprocessed(preprocessed, configuration, case_ids, plans_name):
         marker.write_text(json.dumps({"case_ids": case_ids}))  # done earlier by nnUNetv2_plan_and_preprocess
     if not marker.exists() or json.loads(marker.read_text()).get("case_ids") != case_ids:
-        _plan_and_preprocess(dataset.id, dataset_name, preprocessed, configuration, num_processes, log)
+        _plan_and_preprocess(dataset.id, dataset_name, preprocessed, configuration, num_processes, log, plans_name)
         marker.write_text(json.dumps({"case_ids": case_ids}))
     else:
         log(f"reusing nnU-Net preprocessing in {preprocessed}")
     _write_split(preprocessed, case_ids)
     return PreparedDataset(dataset.id, dataset_name, raw_root / dataset_name, preprocessed, configuration,
-                           PLANS, tuple(case_ids))
+                           plans_name, tuple(case_ids))
 
 
-def _already_preprocessed(preprocessed: Path, configuration: str, case_ids: list[str]) -> bool:
+def _already_preprocessed(preprocessed: Path, configuration: str, case_ids: list[str], plans_name: str = PLANS) -> bool:
     """True when nnU-Net's own plan-and-preprocess already produced every case for ``configuration``."""
-    plans_file = preprocessed / f"{PLANS}.json"
+    plans_file = preprocessed / f"{plans_name}.json"
     if not plans_file.exists():
         return False
     config = json.loads(plans_file.read_text())["configurations"].get(configuration)
@@ -147,24 +155,28 @@ def _already_preprocessed(preprocessed: Path, configuration: str, case_ids: list
 
 
 def _plan_and_preprocess(dataset_id: int, dataset_name: str, preprocessed: Path, configuration: str,
-                         num_processes: int, log) -> None:
+                         num_processes: int, log, plans_name: str = PLANS) -> None:
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
                                                                       preprocess)
 
     from autoloss.nnunet.env import overridden
 
-    plans_file = preprocessed / f"{PLANS}.json"
-    if not plans_file.exists():
+    plans_file = preprocessed / f"{plans_name}.json"
+    if not plans_file.exists() or not (preprocessed / "dataset_fingerprint.json").exists():
+        # a training copies the fingerprint beside its checkpoints, so adopted plans need it too
         log(f"nnU-Net: extracting its fingerprint and planning {dataset_name} ...")
         extract_fingerprints([dataset_id], num_processes=num_processes, clean=True, verbose=False,
                              show_progress_bar=False)
+    if not plans_file.exists():
         # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for the valid value 0
         with overridden(nnUNet_n_proc_DA=str(max(1, int(os.environ.get("nnUNet_n_proc_DA", "1") or 1)))):
             plan_experiments([dataset_id])
+    elif not (preprocessed / "dataset.json").exists():  # adopted plans: the planner that copies it did not run
+        shutil.copy(Path(os.environ["nnUNet_raw"]) / dataset_name / "dataset.json", preprocessed / "dataset.json")
     configs = json.loads(plans_file.read_text())["configurations"]
     if configuration not in configs:
         raise AutolossError(f"nnU-Net planned no {configuration!r} configuration for {dataset_name} "
                             f"(available: {', '.join(configs)}); pick one with --config")
     log(f"nnU-Net: preprocessing {dataset_name} for {configuration} ...")
-    preprocess([dataset_id], plans_identifier=PLANS, configurations=(configuration,),
+    preprocess([dataset_id], plans_identifier=plans_name, configurations=(configuration,),
                num_processes=(num_processes,), show_progress_bar=False)

@@ -42,11 +42,15 @@ class Fidelity:
         return asdict(self) | {"folds": list(self.folds)}
 
 
-def trainer_class(spec: LossSpec, fidelity: Fidelity | None = None, name: str | None = None) -> type:
-    """A ``nnUNetTrainer_autoloss`` subclass that trains ``spec`` (at ``fidelity``, else nnU-Net's defaults)."""
+def trainer_class(spec: LossSpec, fidelity: Fidelity | None = None, name: str | None = None,
+                  continuation=None) -> type:
+    """A ``nnUNetTrainer_autoloss`` subclass that trains ``spec`` (at ``fidelity``, else nnU-Net's defaults);
+    ``continuation`` (``autoloss.nnunet.finetune.Continuation``): from its fold's base, at its LR."""
     from autoloss.nnunet.trainer import nnUNetTrainer_autoloss
 
     attrs = {"LOSS_SPEC": spec.to_dict(), "__module__": __name__}
+    if continuation is not None:
+        attrs.update(INITIAL_LR=continuation.initial_lr, BASE_CHECKPOINT=continuation.checkpoint_pattern)
     if fidelity is not None:
         attrs.update(NUM_EPOCHS=fidelity.epochs, NUM_ITERATIONS_PER_EPOCH=fidelity.iterations_per_epoch,
                      NUM_VAL_ITERATIONS_PER_EPOCH=fidelity.val_iterations_per_epoch)
@@ -107,18 +111,19 @@ def seed_everything(seed: int) -> None:
 def run_trial(spec: LossSpec, prepared: PreparedDataset, fidelity: Fidelity, trial_dir: Path,
               device: str = "cpu", epoch_callback: Callable[[int, float], None] | None = None,
               log: Callable[[str], None] = lambda s: None, seed: int | None = None,
-              cldice_classes: frozenset[str] | None = None) -> dict:
+              cldice_classes: frozenset[str] | None = None, continuation=None) -> dict:
     """Train and validate ``spec`` on every fold of ``fidelity``; return metrics and timings (JSON-able).
 
     ``epoch_callback(step, pseudo_dice)`` is called after every epoch (step counts across folds); it may raise
     (e.g. optuna.TrialPruned) to stop the trial. A NaN/inf loss raises ``LossDiverged``. ``seed``: each fold's
     training is seeded with ``fold_seed(seed, fold)`` (None: not seeded). ``cldice_classes``: in 3D, the classes
     whose clDice is computed (skeletonising a large volume takes seconds); None = every class. 2D: always all.
+    ``continuation`` (``autoloss.nnunet.finetune.Continuation``): start each fold from its base, at its LR.
     """
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    cls = trainer_class(spec, fidelity)
+    cls = trainer_class(spec, fidelity, continuation=continuation)
     per_fold, steps, validation_s, epochs_run = [], 0.0, 0.0, 0
     # nnU-Net prints a lot per epoch; it goes to the trial's log instead of over the search's progress display.
     with open(trial_dir / "nnunet_stdout.log", "a") as out, contextlib.redirect_stdout(out), \

@@ -11,9 +11,16 @@ nnU-Net facts this class is built around (DESIGN.md):
 - per-sample targets that are costly (tubed skeletons, component labels: ``LossDef.extra_targets``) are made in
   the data-loading workers and travel as extra segmentation channels (``autoloss.nnunet.extra_targets``), added
   to both the training and the validation transforms, so exported trainers get them too.
+- a fine-tune (``BASE_CHECKPOINT``) loads the whole base, output heads included, in ``on_train_start`` of a
+  training that starts at epoch 0, the same code in the search and in an exported trainer; nnU-Net's own
+  ``-pretrained_weights`` would leave the heads fresh (``autoloss.nnunet.finetune`` says why that is not used),
+  and a ``--c`` resume continues from the fine-tune's own checkpoint;
+- checkpoints are written to a temporary file and renamed: a training killed while saving (kill -9, power) leaves
+  the previous checkpoint intact, never a truncated one (nnU-Net writes in place).
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -23,6 +30,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from autoloss.losses import build_loss, get_loss_def
+from autoloss.nnunet.checkpoints import load_base_weights, same_body_weights
 from autoloss.nnunet.extra_targets import ExtraTargetLoss, split_extra_targets, with_extra_targets
 from autoloss.spec import LossSpec
 
@@ -35,13 +43,21 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
     """nnUNetTrainer whose loss (and its schedule) is built from ``LOSS_SPEC``.
 
     Subclasses set ``LOSS_SPEC`` (a LossSpec as a dict) and optionally ``NUM_EPOCHS``,
-    ``NUM_ITERATIONS_PER_EPOCH`` and ``NUM_VAL_ITERATIONS_PER_EPOCH`` (None keeps nnU-Net's defaults).
+    ``NUM_ITERATIONS_PER_EPOCH``, ``NUM_VAL_ITERATIONS_PER_EPOCH`` and ``INITIAL_LR`` (None keeps nnU-Net's
+    defaults: 1000, 250, 50, 1e-2; the LR decays by nnU-Net's poly schedule over ``NUM_EPOCHS`` either way).
+    ``WARMUP_LOSS_SPEC`` and ``WARMUP_EPOCHS``: train that loss for the first epochs, then ``LOSS_SPEC`` (whose own
+    schedule then counts from the switch): the from-scratch form of a fine-tune (``autoloss.nnunet.finetune``).
+    ``BASE_CHECKPOINT``: fine-tune from this checkpoint (``{fold}`` is replaced by the fold), loaded whole.
     """
 
     LOSS_SPEC: dict[str, Any] | None = None
     NUM_EPOCHS: int | None = None
     NUM_ITERATIONS_PER_EPOCH: int | None = None
     NUM_VAL_ITERATIONS_PER_EPOCH: int | None = None
+    INITIAL_LR: float | None = None
+    WARMUP_LOSS_SPEC: dict[str, Any] | None = None
+    WARMUP_EPOCHS: int = 0
+    BASE_CHECKPOINT: str | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -55,6 +71,9 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
             self.num_iterations_per_epoch = int(self.NUM_ITERATIONS_PER_EPOCH)
         if self.NUM_VAL_ITERATIONS_PER_EPOCH is not None:
             self.num_val_iterations_per_epoch = int(self.NUM_VAL_ITERATIONS_PER_EPOCH)
+        if self.INITIAL_LR is not None:
+            self.initial_lr = float(self.INITIAL_LR)
+        self.warmup_epochs = int(self.WARMUP_EPOCHS) if self.WARMUP_LOSS_SPEC else 0
         self.autoloss_loss = None  # the unwrapped loss, whose schedule on_train_epoch_start drives
         # Search hooks (unused by exported trainers): called after each epoch with (epoch, pseudo_dice); may raise.
         self.epoch_callback: Callable[[int, float], None] | None = None
@@ -93,21 +112,58 @@ class nnUNetTrainer_autoloss(nnUNetTrainer):
             ddp=self.is_ddp,
         )
         self.autoloss_loss = loss
-        if self.enable_deep_supervision:
-            # nnU-Net's weighting: halve per scale, drop the lowest, normalise to 1.
-            scales = self._get_deep_supervision_scales()
-            weights = np.array([1 / (2 ** i) for i in range(len(scales))])
-            weights[-1] = 1e-6 if self.is_ddp else 0
-            weights = weights / weights.sum()
-            loss = DeepSupervisionWrapper(loss, weights)
-        return ExtraTargetLoss(loss) if self.extra_target_names else loss
+        main = self._wrap(loss)
+        main = ExtraTargetLoss(main) if self.extra_target_names else main
+        if self.warmup_epochs:
+            # The warm-up loss ignores the extra targets (set on it each step, never read).
+            self.warmup_loss = self._wrap(build_loss(LossSpec.from_dict(self.WARMUP_LOSS_SPEC),
+                                                     region_based=lm.has_regions, ignore_label=lm.ignore_label,
+                                                     batch_dice=self.configuration_manager.batch_dice,
+                                                     ddp=self.is_ddp))
+            self.main_loss = main
+        return main
+
+    def _wrap(self, loss):
+        if not self.enable_deep_supervision:
+            return loss
+        # nnU-Net's weighting: halve per scale, drop the lowest, normalise to 1.
+        scales = self._get_deep_supervision_scales()
+        weights = np.array([1 / (2 ** i) for i in range(len(scales))])
+        weights[-1] = 1e-6 if self.is_ddp else 0
+        weights = weights / weights.sum()
+        return DeepSupervisionWrapper(loss, weights)
+
+    def on_train_start(self):
+        loaded_before = self.was_initialized and self.current_epoch == 0  # nnUNetv2_train -pretrained_weights
+        super().on_train_start()
+        if self.BASE_CHECKPOINT and self.current_epoch == 0:  # not on a --c resume: that has its own weights
+            path = self.BASE_CHECKPOINT.format(fold=self.fold)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{type(self).__name__} fine-tunes from {path}, which does not exist: "
+                                        "train that fold's base first, or re-export with the base's folder")
+            if loaded_before and not same_body_weights(self.network, path):
+                raise RuntimeError(f"-pretrained_weights is not the base {type(self).__name__} was tested from "
+                                   f"({path}); drop -pretrained_weights, or export the search again from that base")
+            count = load_base_weights(self.network, path)
+            self.print_to_log_file(f"autoloss: fine-tuning from {path} ({count} tensors, output heads included), "
+                                   f"initial LR {self.initial_lr:.4g}")
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
-        if self.autoloss_loss is not None and self.loss_spec.schedule is not None:
-            weights = self.autoloss_loss.set_epoch(self.current_epoch, self.num_epochs)
+        if self.warmup_epochs:  # a pure function of current_epoch, so `--c` resumes in the right phase
+            self.loss = self.warmup_loss if self.current_epoch < self.warmup_epochs else self.main_loss
+        epoch, total = self.current_epoch - self.warmup_epochs, self.num_epochs - self.warmup_epochs
+        if self.autoloss_loss is not None and self.loss_spec.schedule is not None and epoch >= 0:
+            weights = self.autoloss_loss.set_epoch(epoch, total)
             self.print_to_log_file("autoloss term weights: " + ", ".join(f"{k}={v:.4g}" for k, v in weights.items()))
             self.term_weight_history[self.current_epoch] = weights
+
+    def save_checkpoint(self, filename: str) -> None:
+        # Write then rename: a kill while saving keeps the previous checkpoint whole (nnU-Net writes in place).
+        tmp = f"{filename}.tmp"
+        super().save_checkpoint(tmp)
+        if os.path.isfile(tmp):
+            os.replace(tmp, filename)
 
     def train_step(self, batch: dict) -> dict:
         start = time.perf_counter()

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from autoloss.searching import records as rec
+from autoloss.searching.base import bases
 
 BASELINE_COLOR, CANDIDATE_COLOR, OTHER_COLOR = "#d62728", "#1f77b4", "#7f7f7f"
 DECISION_COLORS = {"switch": "#2ca02c", "keep": "#7f7f7f", "inconclusive": "#ff7f0e"}
@@ -150,6 +151,13 @@ def curves(study: optuna.Study, verdict) -> Figure:
     ax = fig.subplots()
     drawn = 0
     palette = _palette(study)
+    offset = 0  # fine-tune: the Dice+CE base(s) first, every continuation from the base's last epoch on
+    for fold, base in bases(study).items():
+        ys = base.get("curves", {}).get("mean_fg_dice") or []
+        ax.plot(range(1, len(ys) + 1), ys, color="black", lw=1.5, alpha=0.4 + 0.6 / (1 + fold),
+                label=f"Dice+CE base, fold {fold} ({base['epochs']} epochs)")
+        offset = max(offset, len(ys))
+        drawn += 1
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         ys = rec.pseudo_dice_curve(t)
         if not ys or rec.spec_of(t) is None:
@@ -158,7 +166,8 @@ def curves(study: optuna.Study, verdict) -> Figure:
         label = (f"confirm fold {t.user_attrs.get(rec.FOLD)}: {rec.spec_of(t).describe()}" if confirm
                  else f"{_label(t)} ({t.state.name.lower()})")
         color = palette[rec.spec_of(t).key()]
-        ax.plot(range(1, len(ys) + 1), ys, ls="--" if confirm else "-", marker=".", lw=1, label=label, color=color)
+        ax.plot(range(offset + 1, offset + len(ys) + 1), ys, ls="--" if confirm else "-", marker=".", lw=1,
+                label=label, color=color)
         drawn += 1
     if not drawn:
         _empty(ax, "no per-epoch values recorded yet")
@@ -166,7 +175,9 @@ def curves(study: optuna.Study, verdict) -> Figure:
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("pseudo-Dice (nnU-Net online validation)")
-    ax.set_title("pseudo-Dice per epoch, every training (dashed: confirmation)", fontsize=10)
+    ax.set_title("pseudo-Dice per epoch, every training (dashed: confirmation)" if not offset else
+                 "pseudo-Dice per epoch: the Dice+CE base(s), then every continuation (dashed: confirmation)",
+                 fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
@@ -188,7 +199,8 @@ def paired(study: optuna.Study, verdict) -> Figure:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
-    ax.set_xlabel(f"Dice+CE ({c.metric}, per case)")
+    control = "Dice+CE" if getattr(verdict, "control", "Dice+CE") == "Dice+CE" else "control: Dice+CE continued"
+    ax.set_xlabel(f"{control} ({c.metric}, per case)")
     ax.set_ylabel(f"{c.spec.describe()} ({c.metric}, per case)")
     o = c.overall
     ax.set_title(f"paired cases (n={o.cases}): {sum(better)} above the diagonal\n"

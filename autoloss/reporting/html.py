@@ -25,7 +25,8 @@ CAPTIONS = {
     "per_class": "Dice and NSD (normalised surface Dice, boundary agreement within the tolerance) per class, for the "
                  "best screening trial of each loss. A loss can lift the mean while losing a class.",
     "curves": "Pseudo-Dice per epoch (nnU-Net's online validation on a few patches) of every training; pruned "
-              "trials stop early. Dashed: confirmation trainings.",
+              "trials stop early. Dashed: confirmation trainings. A fine-tune search draws its Dice+CE base(s) first "
+              "(black) and every continuation from the base's last epoch on.",
     "paired": "Per confirmation case: the verdict's candidate (y) against Dice+CE (x) on the same case and fold. "
               "Points above the diagonal are cases the candidate segments better.",
     "history": "Optimisation history: the screening objective of each trial in the order it ran (squares: the "
@@ -81,6 +82,7 @@ def _page(study, verdict, summary: str, figures: dict[str, Path], df, work: Path
             f"{_e(fid.get('epochs', '?'))} epochs x {_e(fid.get('iterations_per_epoch', '?'))} iterations, "
             f"screening fold(s) {_e(', '.join(map(str, fid.get('folds', []))))} &middot; objective "
             f"{_e(settings.get('objective', '?'))} &middot; {len(settings.get('cases', []))} cases &middot; "
+            f"{_e(_fidelity_mode(settings))} &middot; "
             f"written {time.strftime('%Y-%m-%d %H:%M')} by autoloss {_e(__version__)}")
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
              f"<meta name=viewport content='width=device-width,initial-scale=1'>"
@@ -110,6 +112,15 @@ def _page(study, verdict, summary: str, figures: dict[str, Path], df, work: Path
                  + f"</p><p class=meta>export the verdict's loss: <code>autoloss export {_e(work)} -o DIR</code> "
                    "(only a SWITCH verdict exports)</p></body></html>")
     return "\n".join(parts)
+
+
+def _fidelity_mode(settings: dict) -> str:
+    mode = settings.get("fidelity_mode") or {}
+    if mode.get("mode") != "finetune":
+        return "trained from scratch"
+    base = mode.get("base") or {}
+    return (f"fine-tuned {mode.get('finetune_epochs')} epochs from {'your' if base.get('source') == 'user' else 'its'} "
+            f"Dice+CE base of {base.get('epochs')} epochs (initial LR {mode['lr']['initial_lr']:.3g})")
 
 
 def _class_names(work: Path) -> dict[str, str]:

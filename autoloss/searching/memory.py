@@ -59,8 +59,9 @@ def remember(study: optuna.Study, fingerprint: dict[str, Any], settings: dict[st
     verdict = compute_verdict(study)
     plan = study.user_attrs[rec.CONFIRM_PLAN]
     identity = with_defaults(study.user_attrs.get(rec.SETTINGS) or {})
-    settings = settings | {"confirm_folds": list(plan["folds"]), "confirm_epochs": plan["epochs"]} | {
-        f.name: identity[f.name] for f in STUDY_FIELDS}  # what judged the results (schema 2: the network)
+    # what judged the results (schema 2: the network, the fidelity mode); the caller's fuller view wins
+    settings = {f.name: identity[f.name] for f in STUDY_FIELDS} | settings | {
+        "confirm_folds": list(plan["folds"]), "confirm_epochs": plan["epochs"]}
     try:
         record = build_record(fingerprint, settings, [c.to_dict() for c in verdict.comparisons], verdict.to_dict(),
                               created=_now())

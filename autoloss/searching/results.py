@@ -17,6 +17,7 @@ import optuna
 
 from autoloss import schema
 from autoloss.searching import records as rec
+from autoloss.searching.base import base_summary, finetune_rows
 from autoloss.searching.verdict import Verdict, compute_verdict
 from autoloss.spec import LossSpec
 
@@ -57,16 +58,18 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
                     for f in schema.RESULT_COLUMNS})
         row["schema_version"] = schema.SCHEMA_VERSION
         rows.append(row)
+    rows = finetune_rows(study, rows)  # fine-tune fidelity: the bases first, each row's fidelity and base Dice
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    df["_order"] = (df["phase"] == "confirm").astype(int)
+    df["_order"] = df["phase"].map({"base": 0, "screen": 1, "confirm": 2})
     df = df.sort_values(["_order", "objective", "trial"], ascending=[True, False, True], na_position="last")
     df = df.drop(columns="_order").reset_index(drop=True)
     screen = df["phase"] == "screen"
-    df.insert(0, "rank", [i + 1 if s else None for i, s in enumerate(screen)])
-    for col in ("rank", "fold", "cases", "epochs"):
-        df[col] = df[col].astype("Int64")  # integers with gaps, not floats
+    df.insert(0, "rank", [int(screen[: i + 1].sum()) if s else None for i, s in enumerate(screen)])
+    for col in ("rank", "trial", "fold", "cases", "epochs"):
+        if col in df:  # a fine-tune study with only its bases so far has no trial columns
+            df[col] = df[col].astype("Int64")  # integers with gaps, not floats
     return df
 
 
@@ -85,6 +88,7 @@ def summary_text(study: optuna.Study, verdict: Verdict) -> str:
     screened = rec.screening_trials(study)
     network = (study.user_attrs.get(rec.SETTINGS) or {}).get("network")
     lines = [f"verdict: {verdict.decision.upper()}", verdict.message, describe(network)]
+    lines += [line for line in [base_summary(study)] if line]
     if screened:
         best = max(screened, key=lambda t: (t.value, -t.number))
         base = rec.baseline_trial(screened)
@@ -96,7 +100,7 @@ def summary_text(study: optuna.Study, verdict: Verdict) -> str:
     for c in verdict.comparisons:
         o = c.overall
         if o.cases:
-            lines.append(f"confirmation: {c.spec.describe()} vs Dice+CE: {100 * o.mean_gain:+.2f} points on "
+            lines.append(f"confirmation: {c.spec.describe()} vs {verdict.control}: {100 * o.mean_gain:+.2f} points on "
                          f"{o.cases} paired cases, CI [{100 * o.ci[0]:+.2f}, {100 * o.ci[1]:+.2f}], p={o.p_value:.3g}")
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -20,6 +20,7 @@ import optuna
 
 from autoloss.errors import AutolossError
 from autoloss.schema import SCHEMA_VERSION
+from autoloss.searching import base as bases
 from autoloss.searching import memory
 from autoloss.losses import baseline_spec
 from autoloss.nnunet import scaled
@@ -62,6 +63,7 @@ class SearchConfig:
     memory: bool = True  # warm-start from similar recorded datasets; record the confirmed result
     memory_top: int = 2  # winners of similar records enqueued after the prior's picks
     network: str = "auto"  # full | small | tiny (autoloss.nnunet.scaled); auto: full on a GPU, small on a CPU
+    finetune: bases.FinetuneSettings = field(default_factory=bases.FinetuneSettings)  # --from-base / --base
 
 
 class LocalExecutor:
@@ -168,10 +170,14 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
     picks = [r.spec for r in ranked if r.spec.name in space.losses and r.spec != baseline]
     prior = [baseline] + picks[: max(0, cfg.prior_top - 1)]
 
+    user_base = bases.open_user_base(cfg.finetune, ds.root.name, cfg.fidelity.configuration, log)  # --base
+    if user_base is not None:
+        cfg = replace(cfg, fidelity=replace(cfg.fidelity, configuration=user_base.configuration))
     log(f"nnU-Net planning/preprocessing (once per study; log: {work_dir / 'nnunet_prepare.log'})")
     with open(work_dir / "nnunet_prepare.log", "a") as out, contextlib.redirect_stdout(out):
         prepared = prepare(ds, cfg.fidelity.configuration, work_dir, max_cases=cfg.max_cases,
-                           num_processes=int(os.environ["nnUNet_def_n_proc"]), log=log)
+                           num_processes=int(os.environ["nnUNet_def_n_proc"]), log=log,
+                           plans=user_base.plans if user_base else None)
     for fold in cfg.fidelity.folds:
         prepared.split(fold)  # a clear error now, not inside every trial
     confirm_folds = (confirm.confirmation_folds(prepared.num_folds(), cfg.fidelity.folds, cfg.confirm)
@@ -180,14 +186,17 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
     device = cfg.device or _default_device()
     storage = studies.make_storage(cfg.storage, work_dir)
     # The network is derived once, when the study is made, and read back from its identity on resume.
-    network = scaled.network_for(prepared, cfg.network, device, fp,
+    # A user's base (--base) fixes the network: its own plans and configuration, as they are.
+    network = scaled.network_for(prepared, _network_request(cfg, user_base), device, fp,
                                  (studies.saved_settings(storage, study_name) or {}).get("network"))
     log(scaled.describe(network).replace("judged with", "network:", 1))
     with open(work_dir / "nnunet_prepare.log", "a") as out, contextlib.redirect_stdout(out):
         prepared = scaled.apply(prepared, network, num_processes=int(os.environ["nnUNet_def_n_proc"]), log=log)
+    plan = bases.plan_search(cfg, user_base, prepared, confirm_folds, work_dir, log)  # None: from scratch
     settings = {"schema_version": SCHEMA_VERSION, "dataset": prepared.dataset_name, "cases": list(prepared.case_ids),
                 "fidelity": cfg.fidelity.to_dict(), "objective": objective, "losses": space.losses,
-                "spaces": [Path(s).name for s in space.sources], "network": network}
+                "spaces": [Path(s).name for s in space.sources], "network": network,
+                "fidelity_mode": plan.identity() if plan else bases.SCRATCH}
     study = studies.open_study(storage, study_name, settings, cfg.seed, cfg.budget, len(prior), cfg.pruner)
     (work_dir / "study.json").write_text(json.dumps(
         {"study_name": study_name, "storage": cfg.storage, "prepared": prepared.to_dict(), "device": device},
@@ -202,10 +211,15 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
     executor = _make_executor(cfg, study, device)
     start = time.time()
     job = partial(TrialJob, prepared=prepared, objective=objective, device=device, study_name=study_name,
-                  storage_url=cfg.storage, work_dir=str(work_dir), threads=getattr(executor, "threads", None))
+                  storage_url=cfg.storage, work_dir=str(work_dir), threads=getattr(executor, "threads", None),
+                  continuation=plan.continuation if plan else None)
+    ready = partial(bases.ensure_bases, plan, study=study, executor=executor, job=job, fidelity=cfg.fidelity,
+                    work_dir=work_dir, log=log) if plan else (lambda folds: None)
     try:
+        ready(list(cfg.fidelity.folds))
         finished = _screen(cfg, study, space, executor, job, work_dir, start, progress, lease.check)
         if cfg.confirm.enabled and finished and not _out_of_time(cfg, start):
+            ready(confirm_folds)
             _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log, lease.check)
     finally:
         executor.shutdown()
@@ -214,12 +228,23 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
         memory.remember(study, fp, {"configuration": cfg.fidelity.configuration,
                                        "fidelity": cfg.fidelity.to_dict(), "objective": cfg.objective,
                                        "budget": cfg.budget, "cases": len(prepared.case_ids),
-                                       "spaces": settings["spaces"]}, log)
+                                       "spaces": settings["spaces"],
+                                       "fidelity_mode": bases.record_view(plan, study)}, log)
     if cfg.confirm.enabled and not study.user_attrs.get(rec.CONFIRM_PLAN):
         log("the screening did not finish (timeout or failures): no confirmation ran, so no switch verdict")
     if verdict is not None and progress:
         progress("verdict", 0, verdict, study)
     return study
+
+
+def _network_request(cfg: SearchConfig, user_base) -> str:
+    """The --network a study asks for: a user's base trains only continuations of its own network (full)."""
+    if user_base is None:
+        return cfg.network
+    if cfg.network not in ("auto", "full"):
+        raise AutolossError(f"--network {cfg.network} with --base: the continuations train the base's own network "
+                            f"({user_base.configuration}); drop --network")
+    return "full"
 
 
 def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
@@ -249,7 +274,8 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
                 trial = study.ask()
                 spec = _spec_of(trial, space)
                 trial.set_user_attr(rec.SPEC, spec.to_dict())
-                seed = None if cfg.seed is None else cfg.seed * 10_007 + trial.number
+                # fine-tune: every continuation on a fold starts alike (common random numbers, as the confirmation)
+                seed = None if cfg.seed is None else cfg.seed if cfg.finetune.enabled else cfg.seed * 10_007 + trial.number
                 pending[executor.submit(job(number=trial.number, trial_id=studies.trial_id(trial), spec=spec,
                                             fidelity=cfg.fidelity, seed=seed,
                                             trial_dir=str(work_dir / "trials" / f"trial_{trial.number:04d}")))] = trial

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 
+from autoloss.nnunet.finetune import BaseTraining, Continuation
 from autoloss.nnunet.prepare import PreparedDataset
 from autoloss.nnunet.run import Fidelity, objective_value, run_trial
 from autoloss.spec import LossSpec
@@ -39,6 +40,9 @@ class TrialJob:
     work_dir: str
     threads: int | None = None
     seed: int | None = None
+    # fine-tune fidelity (autoloss.searching.base): a training that continues from its fold's base, or a base job
+    continuation: Continuation | None = None
+    base: BaseTraining | None = None
 
 
 @dataclass
@@ -82,8 +86,12 @@ def execute(job: TrialJob, study: optuna.Study | None = None) -> TrialOutcome:
                        worker=f"{socket.gethostname()}:{os.getpid()}", node=socket.gethostname())
     cpu0 = time.process_time()
     try:
-        result = run_trial(job.spec, job.prepared, job.fidelity, Path(job.trial_dir), device=job.device,
-                           epoch_callback=report, seed=job.seed, cldice_classes=_cldice_classes(job.objective))
+        if job.base is not None:
+            result = job.base.run(job.prepared, job.fidelity, Path(job.trial_dir), device=job.device)
+        else:
+            result = run_trial(job.spec, job.prepared, job.fidelity, Path(job.trial_dir), device=job.device,
+                               epoch_callback=report, seed=job.seed, cldice_classes=_cldice_classes(job.objective),
+                               continuation=job.continuation)
         out.state, out.result = "complete", result
         out.value = objective_value(result["metrics"], job.objective)
         if out.value != out.value:  # NaN: the network predicted nothing anywhere

@@ -63,6 +63,7 @@ class Verdict:
     comparisons: list[Comparison] = field(default_factory=list)
     needed_cases: int | None = None
     confirm_folds: list[int] = field(default_factory=list)
+    control: str = "Dice+CE"  # what the candidates were compared with (fine-tune: Dice+CE continued from the base)
 
     def to_dict(self) -> dict[str, Any]:
         c = self.comparison
@@ -73,7 +74,7 @@ class Verdict:
                 "cases": c.overall.cases if c else 0, "needed_cases": self.needed_cases,
                 "candidate": c.spec.to_dict() if c else None,
                 "dice_change": {k: v.mean_gain for k, v in c.per_class.items()} if c else {},
-                "confirm_folds": self.confirm_folds, "message": self.message}
+                "confirm_folds": self.confirm_folds, "compared_with": self.control, "message": self.message}
 
 
 def _pts(x: float) -> str:
@@ -138,8 +139,15 @@ def _metric_text(metric: str) -> str:
     return f"objective [{describe(metric)}]" if is_classwise(metric) else metric
 
 
-def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int]) -> Verdict:
-    """The decision from confirmation comparisons (already Bonferroni-corrected through their alpha)."""
+def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int], control: str = "Dice+CE") -> Verdict:
+    """The decision from confirmation comparisons (already Bonferroni-corrected through their alpha). ``control``
+    names what the candidates were paired with, in the messages."""
+    verdict = _decide(comparisons, metric, confirm_folds, control)
+    verdict.control = control
+    return verdict
+
+
+def _decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int], control: str) -> Verdict:
     folds = ",".join(map(str, confirm_folds))
     if not comparisons:
         return Verdict("inconclusive", "inconclusive: no confirmation result yet; keep Dice+CE until there is one.",
@@ -165,7 +173,7 @@ def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int])
     if o.significant_gain and not best.dice_losses:
         dice = ", ".join(f"class {c} {_pts(v.mean_gain)}" for c, v in best.per_class.items())
         msg = (f"switch to {best.spec.describe()}: {_pts(o.mean_gain)} {_metric_text(metric)} points"
-               f"{_gains_text(best)} over Dice+CE on {o.cases} "
+               f"{_gains_text(best)} over {control} on {o.cases} "
                f"paired cases from fold(s) {folds}, never used to select it ({_ci_text(o)}); Dice per class: "
                f"{dice}; no class loses Dice significantly.")
         return Verdict("switch", msg, metric, best.spec, best, comparisons, None, confirm_folds)
@@ -174,7 +182,8 @@ def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int])
            f"the best, {best.spec.describe()}, is {_pts(o.mean_gain)} points{_gains_text(best)} ({_ci_text(o)})")
     mde = f"; the smallest gain these {o.cases} cases could detect is about {100 * o.mde:.1f} points" \
         if o.mde == o.mde else ""
-    msg = f"keep Dice+CE: no candidate beat it on {o.cases} paired cases from fold(s) {folds}: {why}{mde}."
+    beaten = "it" if control == "Dice+CE" else control
+    msg = f"keep Dice+CE: no candidate beat {beaten} on {o.cases} paired cases from fold(s) {folds}: {why}{mde}."
     return Verdict("keep", msg, metric, None, best, comparisons, None, confirm_folds)
 
 
@@ -213,7 +222,10 @@ def compute_verdict(study: optuna.Study) -> Verdict:
     base_cases = rec.merge_folds(by_key.get(base_key, {}))
     comparisons = [compare(rec.merge_folds(by_key.get(s.key(), {})), base_cases, metric, s, alpha)
                    for s in candidates]
-    verdict = decide(comparisons, metric, folds)
+    mode = settings.get("fidelity_mode") or {}
+    control = (f"the control (Dice+CE continued {mode.get('finetune_epochs')} epochs from the same base, same seed)"
+               if mode.get("mode") == "finetune" else "Dice+CE")
+    verdict = decide(comparisons, metric, folds, control)
     if missing and verdict.decision != "inconclusive":
         verdict.decision, verdict.loss = "inconclusive", None
         verdict.message = (f"inconclusive: the confirmation is unfinished or some of its trainings failed "
