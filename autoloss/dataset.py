@@ -319,6 +319,13 @@ def _as_integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr.astype(dtype, copy=False)
 
 
+def all_background_error(root: Path, case_ids: list[str]) -> AutolossError:
+    """Every label read holds only background: nothing to segment (nnU-Net's planner fails on it later)."""
+    which = f"all {len(case_ids)} label files" if len(case_ids) > 1 else f"the only label file ({case_ids[0]})"
+    return AutolossError(f"{root}: {which} hold only background (0): there is nothing to segment; check that "
+                         "labelsTr holds the annotations (not empty masks)")
+
+
 def check_label_values(present: np.ndarray | list[int], dataset: Dataset, path: Path) -> None:
     """Raise when a label file holds values that dataset.json does not declare."""
     undeclared = sorted(set(int(v) for v in present) - set(dataset.label_values))

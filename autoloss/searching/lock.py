@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from autoloss.errors import AutolossError
+from autoloss.errors import AutolossError, check_writable
 
 LOCK_NAME = "autoloss.lock"
 
@@ -37,8 +37,12 @@ class WorkDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> "WorkDirLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        check_writable(self.path.parent, "the search's work (lock, journal, results)")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise AutolossError(f"{self.path}: cannot open the work directory's lock ({exc.strerror}); make it "
+                                "writable or use another --work-dir") from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

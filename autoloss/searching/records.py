@@ -24,7 +24,8 @@ METRICS = "metrics"  # per class {dice, nsd, ...} and "mean": the fold(s) summar
 PER_CASE = "per_case"  # {fold: {case: {class: {metric: value}}}}
 REASON = "reason"
 CURVES = "curves"  # {fold: {mean_fg_dice, train_losses, val_losses: one value per epoch}} (nnU-Net's logger)
-INTERRUPTED = "interrupted"
+INTERRUPTED = "interrupted"  # killed mid-run (or waiting behind one), queued again: neither counted nor shown
+SEED = "autoloss_seed"  # the training seed of a screening trial, kept when it is queued again
 # study user attributes
 SETTINGS = "autoloss_settings"
 PRIOR_FLAG = "autoloss_prior_enqueued"

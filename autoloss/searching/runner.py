@@ -18,15 +18,15 @@ from typing import Callable
 
 import optuna
 
-from autoloss.errors import AutolossError
 from autoloss.searching import memory
 from autoloss.losses import baseline_spec
-from autoloss.nnunet.run import OBJECTIVES, Fidelity
+from autoloss.nnunet.run import Fidelity
 from autoloss.searching import confirm
 from autoloss.searching import records as rec
 from autoloss.searching import study as studies
 from autoloss.searching.confirm import ConfirmSettings
 from autoloss.searching.lock import WorkDirLock, describe_stale
+from autoloss.searching.options import check_folds, check_search_config
 from autoloss.searching.results import save_results
 from autoloss.searching.space import SearchSpace
 from autoloss.searching.trial import TrialJob, TrialOutcome, execute
@@ -104,12 +104,7 @@ def _spaces_for(spaces: tuple[str, ...], fp: dict, log) -> tuple[str, ...]:
 def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
     """Run (or resume) the search described by ``cfg``: screening, then confirmation; returns the study. The
     verdict is in the work directory (``verdict.json``, ``best_loss.json``) and from ``compute_verdict(study)``."""
-    if cfg.objective not in OBJECTIVES:
-        raise AutolossError(f"unknown metric {cfg.objective!r}; use one of {', '.join(OBJECTIVES)}")
-    if cfg.budget < 1:
-        raise AutolossError("--budget must be at least 1")
-    if cfg.confirm.top < 1 or cfg.confirm.num_folds < 1:
-        raise AutolossError("--confirm-top and the number of confirmation folds must be at least 1")
+    check_search_config(cfg)  # one line per wrong option, before any work
     work_dir = Path(cfg.work_dir).resolve()
     # One search per work directory: a second one would preprocess into the same folders and drive the same study.
     with WorkDirLock(work_dir) as lock:
@@ -125,14 +120,18 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
 
     from autoloss.dataset import read_dataset
     from autoloss.fingerprinting import compute_fingerprint
-    from autoloss.nnunet.prepare import prepare
+    from autoloss.nnunet.prepare import fold_count, prepare
+    from autoloss.verification import verify_before_search
     from autoloss.knowledge.ranking import recommend_with_memory
     from autoloss.prior import recommend_from_fingerprint
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     space = SearchSpace.load(cfg.spaces)  # fails early on a bad --space; re-loaded below with the regimes
+    studies.check_resumable(work_dir, cfg.storage)  # a damaged study is refused before anything is rewritten
     ds = read_dataset(cfg.dataset, max_cases=cfg.max_cases)
+    verify_before_search(ds, work_dir, log, cfg.preprocess_processes)  # every file decoded whole, once
+    check_folds(cfg, fold_count(ds, work_dir, cfg.max_cases))  # before nnU-Net's planning
     fp_file = work_dir / "fingerprint.json"
     if fp_file.exists():
         fp = json.loads(fp_file.read_text())
@@ -227,7 +226,8 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool
                 trial = study.ask()
                 spec = _spec_of(trial, space)
                 trial.set_user_attr(rec.SPEC, spec.to_dict())
-                seed = None if cfg.seed is None else cfg.seed * 10_007 + trial.number
+                seed = trial.user_attrs.get(rec.SEED, None if cfg.seed is None else cfg.seed * 10_007 + trial.number)
+                trial.set_user_attr(rec.SEED, seed)  # a re-run of this trial after an interruption keeps it
                 pending[executor.submit(job(number=trial.number, trial_id=studies.trial_id(trial), spec=spec,
                                             fidelity=cfg.fidelity, seed=seed,
                                             trial_dir=str(work_dir / "trials" / f"trial_{trial.number:04d}")))] = trial
@@ -242,8 +242,7 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress) -> bool
                     progress("end", outcome.number, outcome, study)
                 save_results(study, work_dir)
     except KeyboardInterrupt:
-        for trial in pending.values():
-            studies.requeue(study, trial)
+        studies.requeue(study, list(pending.values()))
         raise
     return len(studies.counted(study)) >= cfg.budget
 
@@ -316,7 +315,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bo
     elif out.state == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     elif out.reason and out.reason.startswith("worker died") and retry:
-        studies.requeue(study, trial)
+        studies.requeue(study, [trial])
     else:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
