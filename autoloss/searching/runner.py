@@ -27,6 +27,7 @@ from autoloss.searching import study as studies
 from autoloss.searching.confirm import ConfirmSettings
 from autoloss.searching.lock import WorkDirLock, describe_stale
 from autoloss.searching.options import check_folds, check_search_config
+from autoloss.searching.reaper import guard_process_tree
 from autoloss.searching.results import save_results
 from autoloss.searching.space import SearchSpace
 from autoloss.searching.trial import TrialJob, TrialOutcome, execute
@@ -107,7 +108,8 @@ def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callabl
     check_search_config(cfg)  # one line per wrong option, before any work
     work_dir = Path(cfg.work_dir).resolve()
     # One search per work directory: a second one would preprocess into the same folders and drive the same study.
-    with WorkDirLock(work_dir) as lock:
+    # guard_process_tree: kill -9 of this driver takes nnU-Net's loader workers and a local Ray cluster with it.
+    with WorkDirLock(work_dir) as lock, guard_process_tree():
         if lock.stale:
             log(describe_stale(lock.stale))
         return _run_locked(cfg, work_dir, progress, log)
@@ -203,7 +205,8 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
 
 def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
     screening, confirmation, full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))
-    conf = (f" + {confirmation} confirmation trainings ({cfg.confirm.top} candidate(s) and Dice+CE on fold(s) "
+    conf = (f" + {confirmation} confirmation trainings ({confirm.planned_candidates(cfg.budget, cfg.confirm)} "
+            f"candidate(s) and Dice+CE on fold(s) "
             f"{', '.join(map(str, confirm_folds))}, {cfg.confirm.epochs or cfg.fidelity.epochs} epochs)"
             if confirmation else " (no confirmation: the verdict can only be keep or inconclusive)")
     log(f"planned: {screening} screening trainings (fold(s) {', '.join(map(str, cfg.fidelity.folds))}, "
