@@ -33,10 +33,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from autoloss.dataset import (Case, Dataset, _as_integer_labels, all_background_error, check_case_geometry,
-                              check_label_values)
+from autoloss.dataset import (Case, Dataset, as_integer_labels, all_background_error, check_case_geometry,
+                              check_label_values, read_label)
 from autoloss.errors import AutolossError
-from autoloss.filecheck import decode
+from autoloss.filecheck import NATURAL_READER, decode
 
 # nnU-Net pools an axis only while it keeps >= 4 voxels (its minimum feature map), so a U-Net with one pooling
 # step needs an axis of at least 8; below that its planner makes a network with no resolution stage to train.
@@ -94,8 +94,11 @@ def verify_case(case: Case, ds: Dataset) -> dict[str, Any]:
     try:
         if case.label in refused:
             raise AutolossError(errors[0])
-        arr, label_affine = decode(case.label, ds.reader)
-        labels = _as_integer_labels(np.squeeze(arr) if arr.ndim > 3 else arr, case.label)
+        if ds.reader == NATURAL_READER:  # PIL decodes it whole; the reader also refuses colour/palette labels
+            labels, _ = read_label(case, ds, check_values=False)
+        else:  # nibabel for NIfTI: NaN stays NaN, a short gzip stream raises
+            arr, label_affine = decode(case.label, ds.reader)
+            labels = as_integer_labels(np.squeeze(arr) if arr.ndim > 3 else arr, case.label)
         shape = tuple(int(s) for s in labels.shape)
         hi = int(labels.max()) if labels.size else 0
         present = np.flatnonzero(np.bincount(labels.ravel(), minlength=hi + 1)).tolist()
@@ -118,7 +121,7 @@ def verify_case(case: Case, ds: Dataset) -> dict[str, Any]:
                                                 f"{int(bad.sum()) - nan} infinite" if bad.sum() > nan else "") if p)
                 errors.append(f"{image}: {what} voxel value(s) of {arr.size}; nnU-Net cannot normalise them: "
                               "replace them (e.g. with the image's minimum) and re-save the file")
-        if label_affine is not None and affine is not None and affine.shape == label_affine.shape \
+        if not errors and label_affine is not None and affine is not None and affine.shape == label_affine.shape \
                 and not np.allclose(affine, label_affine, atol=1e-3):
             warnings.append(f"case {case.identifier}: image {image.name} and label {case.label.name} differ in "
                             "origin or direction (nnU-Net warns too); check they are aligned, e.g. with "

@@ -139,7 +139,7 @@ DECODED = ("verify", "search")  # found only by decoding every voxel: fingerprin
 
 DATASET_PROBES: dict[str, Probe] = {
     # 1. SimpleITK zero-fills a .nii/.nii.gz cut short
-    "nii.gz label cut in half": Probe(_cut_file(".nii.gz", "label"), ALL),
+    "nii.gz label cut short, header intact": Probe(_cut_file(".nii.gz", "label", keep=0.9), ALL),
     "nii.gz image cut in half": Probe(_cut_file(".nii.gz", "image"), ALL),
     "nii.gz image cut by 40 bytes": Probe(_cut_file(".nii.gz", "image", keep=0.98), ALL),
     "Hippocampus label cut in half": Probe(_hippocampus_label_cut, ALL),

@@ -28,7 +28,7 @@ from autoloss.searching import study as studies
 from autoloss.searching.confirm import ConfirmSettings, planned_cost
 from autoloss.searching.space import SearchSpace
 from autoloss.spec import LossSpec
-from conftest import HIPPO, MAX_CASES
+from conftest import HIPPO, MAX_CASES, SHARED_DATASETS, need_shared
 from probes import DATASET_PROBES, WORK_DIR_PROBES, base, finished_work_dir, snapshot
 
 
@@ -80,7 +80,15 @@ def test_verify_passes_a_healthy_dataset_and_names_warnings(tmp_path, capsys):
     assert report.ok and report.cases == 5 and len(report.warnings) == 2
 
 
-def test_fingerprint_prints_a_full_percentage(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["Dataset101_ISBIMembrane", "Dataset102_MontgomeryLungs", "Dataset103_Hippocampus",
+                                  "Dataset104_AxonMyelin", "Dataset105_SpinalCordTiny"])
+def test_verify_passes_every_shared_dataset(name):
+    need_shared()
+    report = autoloss.verify(SHARED_DATASETS / name, max_cases=6, num_workers=1)
+    assert report.ok and not report.warnings, report.errors + report.warnings
+
+
+def test_fingerprint_prints_a_full_percentage():
     from autoloss.fingerprinting import _pct
 
     assert [_pct(x) for x in (1.0, 0.26, 0.027, 0.0)] == ["100 %", "26 %", "2.7 %", "0 %"]

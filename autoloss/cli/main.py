@@ -143,7 +143,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.report:
         console.print(f"report: {result.report}", soft_wrap=True)
     if result.decision == "switch":
-        console.print(f"export the verdict's loss: autoloss export {shlex.quote(args.work_dir)} -o DIR", soft_wrap=True)
+        console.print(f"export the verdict's loss: autoloss export {shlex.quote(args.work_dir)} -o DIR",
+                      soft_wrap=True)
     # The verdict is the last thing printed: it is the answer the search exists to give.
     console.print(result.summary, markup=False, soft_wrap=True)
     return 0

@@ -11,7 +11,8 @@ from pathlib import Path
 import optuna
 
 from autoloss.errors import AutolossError
-from autoloss.searching.records import INTERRUPTED, PRIOR_FLAG, SEED, SETTINGS, SOURCE, SPEC, phase
+from autoloss.searching.records import (INTERRUPTED, PRIOR_FLAG, SEED, SETTINGS, SOURCE, SPEC, SUPERSEDED,
+                                       phase, replaced)
 from autoloss.spec import LossSpec
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -147,7 +148,7 @@ def enqueue_prior(study: optuna.Study, space, specs: list[LossSpec]) -> int:
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Screening trials that count towards the budget: finished, and not interrupted by a kill or Ctrl-C."""
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
-            if not t.user_attrs.get(INTERRUPTED) and phase(t) == "screen"]
+            if not replaced(t) and phase(t) == "screen"]
 
 
 def recover_interrupted(study: optuna.Study) -> int:
@@ -185,8 +186,7 @@ def requeue(study: optuna.Study, trials) -> None:
     if not trials:
         return
     for t in sorted(waiting, key=lambda t: t.number):
-        storage.set_trial_user_attr(trial_id(t), INTERRUPTED, True)
-        storage.set_trial_user_attr(trial_id(t), "superseded", True)
+        storage.set_trial_user_attr(trial_id(t), SUPERSEDED, True)
         storage.set_trial_state_values(trial_id(t), optuna.trial.TrialState.FAIL)
         study.enqueue_trial(_fixed_params(t), user_attrs=dict(t.user_attrs) or None)
 
