@@ -44,9 +44,14 @@ def assert_refused(argv: list, culprit: str, capsys) -> str:
     return lines[0]
 
 
+# A search that gets past its checks trains at a smoke fidelity, so a regression fails in seconds, not hours.
+SMOKE = ["--config", "2d", "--device", "cpu", "-j", "1", "--budget", "1", "--no-confirm", "--epochs", "1",
+         "--iterations-per-epoch", "2", "--val-iterations", "1", "--no-report", "--no-memory"]
+
+
 def _argv(command: str, dataset: Path, work: Path) -> list:
     if command == "search":
-        return ["search", dataset, "--work-dir", work, "--config", "2d", "--device", "cpu", "-j", "1"]
+        return ["search", dataset, "--work-dir", work, *SMOKE]
     return [command, dataset] + (["-j", "1"] if command != "verify" else [])
 
 
@@ -112,7 +117,7 @@ def test_a_damaged_study_rewrites_nothing(damage, finished, tmp_path, capsys):
     before = snapshot(work)
     out = tmp_path / "trainers"
     for argv in (["report", work], ["export", work, "-o", out], ["export", work, "-o", out, "--trial", "1"],
-                 ["search", dataset, "--work-dir", work, "--config", "2d", "--device", "cpu"]):
+                 ["search", dataset, "--work-dir", work, *SMOKE]):
         line = assert_refused(argv, "study.journal: damaged", capsys)
         assert "restore it from a backup" in line
     after = snapshot(work)
@@ -154,8 +159,9 @@ def test_search_options_are_checked_before_any_work(option, needle, tmp_path, ca
 def test_confirmation_folds_beyond_the_split_are_refused_before_planning(finished, tmp_path, capsys):
     dataset, _ = finished
     work = tmp_path / "work"
-    assert_refused(["search", dataset, "--work-dir", work, "--config", "2d", "--device", "cpu", "--confirm-folds",
-                    "99"], "--confirm-folds 99: the split has folds 0..4", capsys)
+    smoke = [a for a in SMOKE if a != "--no-confirm"]
+    assert_refused(["search", dataset, "--work-dir", work, *smoke, "--confirm-folds", "99"],
+                   "--confirm-folds 99: the split has folds 0..4", capsys)
     assert not list(work.rglob("nnUNetPlans.json"))
 
 
