@@ -5,9 +5,10 @@ Optuna's journal reader silently drops an incomplete last line, raises a bare JS
 elsewhere, and reads a journal cut at a line boundary as a shorter, valid one. So "whole" means:
 
 1. the journal file (when the storage is one) parses line by line and ends with a complete line;
-2. the study holds every trial that ``results.csv`` names, in the same phase and state, with the same objective
-   value. ``results.csv`` is written from the study after every trial, so a study holding less than it names has
-   lost records. (Checked when ``results.csv`` belongs to this study: ``best_loss.json`` names its study.)
+2. the study holds every trial that ``results.csv`` names, in the same state, with the same objective value.
+   ``results.csv`` is written from the study after every trial, so a study holding less than it names has lost
+   records. (Checked when ``results.csv`` belongs to this study: ``best_loss.json`` names its study; read before
+   the study, so a search running meanwhile cannot make a whole study look damaged.)
 
 A failure is one line naming the file and what to do; the caller writes nothing.
 """
@@ -59,17 +60,23 @@ def _results_owner(work_dir: Path) -> str | None:
         return None
 
 
-def check_results(study, work_dir: Path, storage_name: str) -> None:
-    """The study holds every trial that ``work_dir/results.csv`` names (see the module docstring)."""
-    work_dir = Path(work_dir)
-    path = work_dir / RESULTS
-    if not path.is_file() or _results_owner(work_dir) not in (None, study.study_name):
-        return
+def read_results(work_dir: Path) -> list[dict[str, str]] | None:
+    """The rows of ``work_dir/results.csv`` (None when absent or unreadable). Read BEFORE the study is loaded: the
+    file is written after the study holds its trials, so rows read first never name a trial a running search has
+    not stored yet."""
+    path = Path(work_dir) / RESULTS
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            return list(csv.DictReader(f))
     except (OSError, csv.Error, UnicodeDecodeError):
-        return  # an unreadable results file is not evidence about the study; it is rewritten from the study
+        return None  # absent or unreadable: no evidence about the study (it is rewritten from the study)
+
+
+def check_results(study, rows: list[dict[str, str]] | None, work_dir: Path, storage_name: str) -> None:
+    """The study holds every trial that ``rows`` (``read_results``) names (see the module docstring)."""
+    work_dir = Path(work_dir)
+    if rows is None or _results_owner(work_dir) not in (None, study.study_name):
+        return
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     missing, differing = [], []
     for row in rows:
@@ -85,14 +92,17 @@ def check_results(study, work_dir: Path, storage_name: str) -> None:
         if state in ("complete", "pruned", "fail") and t.state.name.lower() != state:
             differing.append(number)
         elif state == "complete" and row.get("objective") not in (None, ""):
-            value = float(row["objective"])
+            try:
+                value = float(row["objective"])
+            except ValueError:
+                continue
             if t.value is None or not math.isclose(t.value, value, rel_tol=1e-6, abs_tol=1e-9):
                 differing.append(number)
     if missing or differing:
         what = (f"lacks trial(s) {_numbers(missing)}" if missing else "") + (" and " if missing and differing else "") \
             + (f"disagrees on trial(s) {_numbers(differing)}" if differing else "")
-        raise AutolossError(f"{storage_name}: damaged: study {study.study_name!r} {what} that {path} names (cut "
-                            f"short or overwritten?); {ADVICE}")
+        raise AutolossError(f"{storage_name}: damaged: study {study.study_name!r} {what} that {work_dir / RESULTS} "
+                            f"names (cut short or overwritten?); {ADVICE}")
 
 
 def _numbers(numbers: list[int]) -> str:

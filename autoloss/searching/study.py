@@ -93,6 +93,7 @@ def check_resumable(work_dir: Path, storage_url: str | None) -> None:
 def _load_checked(work: Path, storage_url: str | None, name: str) -> optuna.Study | None:
     from autoloss.searching import integrity
 
+    rows = integrity.read_results(work)  # first: what it names is in the journal already
     journal = journal_path(storage_url, work)
     if journal is not None:
         integrity.check_journal(journal)
@@ -100,7 +101,7 @@ def _load_checked(work: Path, storage_url: str | None, name: str) -> optuna.Stud
         study = optuna.load_study(study_name=name, storage=make_storage(storage_url, work))
     except KeyError:
         return None
-    integrity.check_results(study, work, str(journal or storage_url))
+    integrity.check_results(study, rows, work, str(journal or storage_url))
     return study
 
 
