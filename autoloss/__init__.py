@@ -5,6 +5,7 @@ The public API, defined in ``autoloss/api.py`` and re-exported here (imported on
 loads none of torch, nnU-Net, Optuna, Ray or SimpleITK):
 
     fingerprint(dataset) -> dict                 recommend(dataset_or_fingerprint) -> [Recommendation]
+    verify(dataset) -> VerifyReport (errors, warnings: one line each)
     search(dataset, ...) -> SearchResult          load_search(work_dir) -> SearchResult
     export(source, output) -> Path               report(work_dir) -> Path (report.html)
     LossSpec, build_loss(spec) -> torch module   AutolossError
@@ -19,7 +20,7 @@ TYPE_CHECKING = False
 _LAZY = {
     "fingerprint": "autoloss.api", "recommend": "autoloss.api", "search": "autoloss.api",
     "load_search": "autoloss.api", "export": "autoloss.api", "report": "autoloss.api",
-    "default_configuration": "autoloss.api", "SearchResult": "autoloss.api",
+    "default_configuration": "autoloss.api", "verify": "autoloss.api", "SearchResult": "autoloss.api",
     "LossSpec": "autoloss.spec", "Schedule": "autoloss.spec", "build_loss": "autoloss.losses",
     "AutolossError": "autoloss.errors",
 }
@@ -27,7 +28,7 @@ __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are imported on first use
     from autoloss.api import (SearchResult, default_configuration, export, fingerprint, load_search, recommend,
-                              report, search)
+                              report, search, verify)
     from autoloss.errors import AutolossError
     from autoloss.losses import build_loss
     from autoloss.spec import LossSpec, Schedule

@@ -36,6 +36,18 @@ def fingerprint(dataset: str | Path, *, max_cases: int | None = None, num_worker
     return compute_fingerprint(ds, num_workers=num_workers, progress=progress)
 
 
+def verify(dataset: str | Path, *, max_cases: int | None = None, num_workers: int | None = None,
+           progress: bool = False):
+    """Check a raw dataset before training (everything nnU-Net's ``verify_dataset_integrity`` checks, plus every
+    file decoded whole: truncation, NaN/Inf, all-background labels, images too small). Returns a
+    :class:`~autoloss.verification.VerifyReport` (``errors``, ``warnings``: one line each); never raises for a
+    finding. Every search runs this first."""
+    from autoloss.dataset import read_dataset
+    from autoloss.verification import verify_dataset
+
+    return verify_dataset(read_dataset(dataset, max_cases=max_cases), num_workers=num_workers, progress=progress)
+
+
 def recommend(dataset_or_fingerprint: str | Path | dict[str, Any], *, top: int | None = 5, memory: bool = True,
               max_cases: int | None = None, num_workers: int | None = None, progress: bool = False) -> list:
     """Ranked :class:`~autoloss.prior.Recommendation` s (spec, score, reasons, evidence) for a dataset, a fingerprint
@@ -129,11 +141,12 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
     ``cpus_per_trial``, ``retry_failed``, ``preprocess_processes``). Writes ``report.html`` at the end unless
     ``write_report`` is False.
     """
-    from dataclasses import fields
+    from dataclasses import fields, replace
 
     from autoloss.nnunet.run import Fidelity
     from autoloss.searching.confirm import ConfirmSettings
     from autoloss.searching.base import FinetuneSettings, user_defaults
+    from autoloss.searching.options import check_search_config
     from autoloss.searching.runner import SearchConfig, run_search
 
     allowed = {f.name for f in fields(SearchConfig)} - {"dataset", "budget", "fidelity", "objective", "work_dir",
@@ -153,8 +166,6 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
         base_config, base_folds, base_confirm = user_defaults(base)
         folds, confirm_folds = folds or base_folds, confirm_folds or base_confirm or None
         configuration = base_config if configuration == "auto" else configuration
-    if configuration == "auto":
-        configuration = default_configuration(dataset)
     if finetune.enabled and finetune_epochs:
         epochs = finetune_epochs
     fidelity = Fidelity(configuration=configuration, epochs=epochs, iterations_per_epoch=iterations_per_epoch,
@@ -167,6 +178,9 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
                        confirm=ConfirmSettings(enabled=confirm, top=confirm_top,
                                                folds=tuple(confirm_folds) if confirm_folds else None,
                                                epochs=confirm_epochs), finetune=finetune, **options)
+    check_search_config(cfg)  # every option, one line, before any work
+    if configuration == "auto":
+        cfg.fidelity = replace(fidelity, configuration=default_configuration(dataset))
     study = run_search(cfg, progress=progress, log=log)
     result = load_search(cfg.work_dir, study=study)
     if write_report:

@@ -14,9 +14,9 @@ label, so only their headers are read (NIfTI dim/pixdim straight from the header
 order (z, y, x) / (y, x) with spacing in the same order. 2D natural images (PNG, BMP, TIF) get spacing (999, 1, 1)
 in nnU-Net; here they are 2D arrays with spacing (1, 1), so physical sizes equal pixel counts. JPEG is refused, as
 nnU-Net refuses it (lossy). Label files must hold non-negative integers declared in dataset.json.
-Limitation: image voxel data is not decoded, so an image truncated after an intact header, or NaN image values,
-are only caught by
-``nnUNetv2_extract_fingerprint --verify_dataset_integrity``; a label is always decoded, an unreadable header too.
+Image voxel data is not decoded here (headers only, plus the byte-count check of ``autoloss.filecheck`` at every
+read, which catches a file cut short); NaN image values and damage only decoding reveals are caught by
+``autoloss verify`` (``autoloss.verification``), which every search runs first. A label is always decoded.
 """
 from __future__ import annotations
 
@@ -299,7 +299,7 @@ def read_dataset(arg: str | Path, max_cases: int | None = None) -> Dataset:
     return ds
 
 
-def _as_integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
+def as_integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
     """Integer labels in the smallest unsigned type (cc3d and bincount are fastest on those)."""
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
@@ -317,6 +317,13 @@ def _as_integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
                             "in dataset.json")
     dtype = np.uint8 if hi < 256 else np.uint16 if hi < 65536 else np.uint32
     return arr.astype(dtype, copy=False)
+
+
+def all_background_error(root: Path, case_ids: list[str]) -> AutolossError:
+    """Every label read holds only background: nothing to segment (nnU-Net's planner fails on it later)."""
+    which = f"all {len(case_ids)} label files" if len(case_ids) > 1 else f"the only label file ({case_ids[0]})"
+    return AutolossError(f"{root}: {which} hold only background (0): there is nothing to segment; check that "
+                         "labelsTr holds the annotations (not empty masks)")
 
 
 def check_label_values(present: np.ndarray | list[int], dataset: Dataset, path: Path) -> None:
@@ -358,7 +365,7 @@ def read_label(case: Case, dataset: Dataset, check_values: bool = True) -> tuple
     """The label of ``case`` as a non-negative integer array and its spacing, both in array axis order.
     ``check_values=False`` skips the declared-values check for callers that do it from their own statistics."""
     arr, spacing = _read_label_array(case.label, dataset.reader)
-    arr = _as_integer_labels(arr, case.label)
+    arr = as_integer_labels(arr, case.label)
     if check_values:
         hi = int(arr.max()) if arr.size else 0
         check_label_values(np.flatnonzero(np.bincount(arr.ravel(), minlength=hi + 1)), dataset, case.label)

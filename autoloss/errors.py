@@ -6,3 +6,21 @@ class AutolossError(Exception):
     case and what to do."""
 
     exit_code = 2
+
+
+def check_writable(folder, what: str) -> None:
+    """Make ``folder`` if missing and make sure files can be created in it; else one line naming it (a read-only
+    folder, a missing parent that cannot be made, a full disk), before any work is done."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".autoloss-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise AutolossError(f"{folder}: cannot write {what} there ({exc.strerror or exc}); make it writable or "
+                            "choose another folder") from None

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from autoloss.errors import AutolossError
+from autoloss.errors import AutolossError, check_writable
 from autoloss.spec import LossSpec
 
 
@@ -60,12 +60,13 @@ def resolve_source(source: str, params: list[str] | None = None, study_name: str
     verdict's choice."""
     path = Path(source)
     if path.is_dir():
-        info = path / "study.json"
-        if not info.exists():
+        if not (path / "study.json").exists():
             raise AutolossError(f"{path}: not an autoloss search directory (no study.json); "
                                 "give a work directory, a LossSpec JSON file or a loss name")
-        meta = json.loads(info.read_text())
-        return _from_study(meta.get("storage"), study_name or meta["study_name"], path, trial)
+        from autoloss.searching.study import open_work_dir_study
+
+        study = open_work_dir_study(path, study_name)  # refuses a study that does not read back whole
+        return _from_study(study, trial)
     if path.suffix == ".json":
         if not path.exists():
             raise AutolossError(f"{path}: no such LossSpec file")
@@ -74,7 +75,11 @@ def resolve_source(source: str, params: list[str] | None = None, study_name: str
     if "://" in source or source.endswith((".journal", ".log")):
         if not study_name:
             raise AutolossError("exporting from a storage URL needs --study-name")
-        return _from_study(source, study_name, Path("."), trial)
+        return _from_study(_load_study(source, study_name), trial)
+    if os.sep in source or source.startswith(("~", ".")) or (os.altsep and os.altsep in source):
+        # a path, not a loss name (loss names hold no path separator)
+        raise AutolossError(f"{source}: no such search work directory or LossSpec file; give a work directory, a "
+                            "LossSpec JSON file, a storage URL with --study-name, or a loss name")
     if trial is not None:
         raise AutolossError("--trial needs a search work directory or a storage URL as SOURCE")
     return ExportSource(LossSpec(source, _parse_params(params or [])), {"source": "command line"})
@@ -100,17 +105,30 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-def _from_study(storage_url: str | None, study_name: str, work_dir: Path, trial: int | None) -> ExportSource:
+def _load_study(storage_url: str, study_name: str):
+    import optuna
+
+    from autoloss.searching.integrity import check_journal
+    from autoloss.searching.study import journal_path, make_storage
+
+    journal = journal_path(storage_url, Path("."))
+    if journal is not None:
+        if not journal.is_file():
+            raise AutolossError(f"{journal}: no such journal file")
+        check_journal(journal)
+    try:
+        return optuna.load_study(study_name=study_name, storage=make_storage(storage_url, Path(".")))
+    except KeyError:
+        raise AutolossError(f"no study named {study_name!r} in {storage_url}") from None
+
+
+def _from_study(study, trial: int | None) -> ExportSource:
     import optuna
 
     from autoloss.searching import records as rec
-    from autoloss.searching.study import make_storage
     from autoloss.searching.verdict import compute_verdict
 
-    try:
-        study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, work_dir))
-    except KeyError:
-        raise AutolossError(f"no study named {study_name!r} in {storage_url or work_dir / 'study.journal'}") from None
+    study_name = study.study_name
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not done:
         raise AutolossError(f"study {study_name!r} has no completed trial yet: run or resume `autoloss search` first")
@@ -157,6 +175,9 @@ def export_trainer(spec: LossSpec, out_dir: str | Path, *, name: str | None = No
     from autoloss.losses import validate_spec
 
     validate_spec(spec)
+    for option, value in (("--epochs", epochs), ("--iterations-per-epoch", iterations_per_epoch)):
+        if value is not None and value < 1:
+            raise AutolossError(f"{option} must be at least 1, got {value}")
     name = spec.name.replace("+", "_") if name is None else name  # "DiceCE+clDice" -> a class-name part
     if not name.isidentifier():
         raise AutolossError(f"--name {name!r} is not a valid Python identifier (letters, digits, _; no leading digit)")
@@ -169,7 +190,7 @@ def export_trainer(spec: LossSpec, out_dir: str | Path, *, name: str | None = No
     fields = dict(
         version=__version__, date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), describe=spec.describe(),
         provenance_text="".join(f"{k}: {v}\n" for k, v in provenance.items() if k != "metrics" and v is not None),
-        folder=out_dir, class_name=class_name, spec=_py(spec.to_dict()), epochs=epochs,
+        folder=shlex.quote(str(out_dir)), class_name=class_name, spec=_py(spec.to_dict()), epochs=epochs,
         iterations=iterations_per_epoch, provenance=_py(provenance))
     text = finetune_text(fields, finetune, provenance) if finetune else TEMPLATE.format(**fields)
     target = out_dir / f"{class_name}.py"
@@ -177,7 +198,7 @@ def export_trainer(spec: LossSpec, out_dir: str | Path, *, name: str | None = No
         if _body(target.read_text()) == _body(text):
             return target
         raise AutolossError(f"{target} exists with different content; use --force to overwrite it")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, "the trainer file")
     tmp = target.with_suffix(".tmp")
     tmp.write_text(text)
     compile(text, str(target), "exec")  # never leave a file that breaks nnU-Net's trainer lookup
@@ -200,13 +221,15 @@ def install_into_nnunet(trainer_file: Path, force: bool = False) -> Path:
 
 
 def usage_lines(trainer_file: Path, dataset: str | None = None) -> list[str]:
+    """The shell commands that train and predict with an exported trainer, quoted so they paste as they are."""
     class_name = trainer_file.stem
     tuned = finetune_usage(trainer_file, dataset)
     if tuned:
         return tuned
-    return [f"export nnUNet_extTrainer={trainer_file.parent}",
-            f"nnUNetv2_train {dataset or 'DATASET'} CONFIG FOLD -tr {class_name}",
-            f"nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset or 'DATASET'} -c CONFIG -f FOLD -tr {class_name}"]
+    ds = shlex.quote(dataset) if dataset else "DATASET"
+    return [f"export nnUNet_extTrainer={shlex.quote(str(trainer_file.parent))}",
+            f"nnUNetv2_train {ds} CONFIG FOLD -tr {class_name}",
+            f"nnUNetv2_predict -i INPUT -o OUTPUT -d {ds} -c CONFIG -f FOLD -tr {class_name}"]
 
 
 def _body(text: str) -> str:

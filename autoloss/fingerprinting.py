@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from autoloss.dataset import Case, Dataset, check_case_geometry, check_label_values, read_label
-from autoloss.errors import AutolossError
+from autoloss.dataset import (Case, Dataset, all_background_error, check_case_geometry, check_label_values,
+                              read_label)
+from autoloss.errors import AutolossError, check_writable
 from autoloss.objects import INSTANCE_SHARE, coarse_stride, component_stats, elongation, thickness_stats
 from autoloss.regimes import classify
 
@@ -330,6 +331,8 @@ def compute_fingerprint(dataset: Dataset, num_workers: int | None = None, progre
             cases = _measure_all(dataset, workers, lambda k: bar.advance(task, k), method)
     else:
         cases = _measure_all(dataset, workers, lambda k: None, method)
+    if not any(c["foreground"] for c in cases):
+        raise all_background_error(dataset.root, [c["id"] for c in cases])
     info, classes = _aggregate(dataset, cases)
     return {"autoloss_fingerprint_version": FINGERPRINT_VERSION, "dataset": info, "classes": classes,
             "timing": {"seconds": round(time.perf_counter() - start, 4), "workers": workers}}
@@ -337,8 +340,11 @@ def compute_fingerprint(dataset: Dataset, num_workers: int | None = None, progre
 
 def save_fingerprint(fp: dict, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fp, indent=2))
+    check_writable(path.parent, "the fingerprint")
+    try:
+        path.write_text(json.dumps(fp, indent=2))
+    except OSError as exc:
+        raise AutolossError(f"{path}: cannot be written ({exc.strerror}); choose another -o") from None
     return path
 
 
@@ -371,7 +377,10 @@ def _fmt(x: float | None, pct: bool = False) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else "0 %" if x == 0 else f"{100 * x:.2g} %"
+    if x is None:
+        return "-"
+    v = 100 * x
+    return "0 %" if v == 0 else f"{v:.0f} %" if v >= 10 else f"{v:.2g} %"  # 100 %, 26 %, 2.7 %, 0.0031 %
 
 
 def fingerprint_table(fp: dict):

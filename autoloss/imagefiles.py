@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from autoloss.errors import AutolossError
+from autoloss.filecheck import NATURAL_READER, SITK_READER, check_length, one_line
 
-NATURAL_READER = "NaturalImage2DIO"
-SITK_READER = "SimpleITKIO"
 
 
 @dataclass
@@ -88,10 +87,8 @@ _SITK_IO = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".nrrd": "NrrdIma
 
 
 def _sitk_error(path: Path, e: Exception) -> AutolossError:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    detail = next((ln.split("sitk::ERROR:")[-1].strip() for ln in lines if "sitk::ERROR" in ln), "")
-    return AutolossError(f"{path}: cannot be read ({(detail or type(e).__name__)[:160]}); the file is truncated "
-                         "or not a valid image, re-export it")
+    detail = one_line(str(e), path) or type(e).__name__
+    return AutolossError(f"{path}: cannot be read ({detail}); the file is truncated or not a valid image, re-export it")
 
 
 def _sitk_run(path: Path, header_only: bool):
@@ -147,6 +144,7 @@ def read_image_header(path: Path | str, reader: str = SITK_READER) -> ImageHeade
     """Shape and spacing of an image without its voxels (SimpleITK / natural-image readers); other nnU-Net
     readers have no header-only path, so the image is read with nnU-Net's class."""
     path = Path(path)
+    check_length(path)  # a file cut short is refused at every read, not only by `autoloss verify`
     if reader == SITK_READER:
         header = _nifti_header(path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
         return header or _sitk_header(path)
@@ -165,8 +163,9 @@ def _read_with_nnunet(path: Path, reader: str, seg: bool, keep_channels: bool = 
         rw = recursive_find_reader_writer_by_name(reader)()
         arr, props = rw.read_seg(str(path)) if seg else rw.read_images([str(path)])
     except Exception as e:  # nnU-Net readers raise anything from assert to OSError
-        raise AutolossError(f"{path}: cannot be read by nnU-Net's {reader} ({str(e).strip()[:160] or type(e).__name__})"
-                            "; the file is truncated or not a valid image, re-export it") from None
+        detail = one_line(str(e), path) or type(e).__name__
+        raise AutolossError(f"{path}: cannot be read by nnU-Net's {reader} ({detail}); the file is truncated or not "
+                            "a valid image, re-export it") from None
     if seg and arr.shape[0] != 1:
         raise AutolossError(f"{path}: a label file must be single-channel (this one has {arr.shape[0]} channels); "
                             "save it as one grey/integer channel")
@@ -178,6 +177,7 @@ def _read_with_nnunet(path: Path, reader: str, seg: bool, keep_channels: bool = 
 
 
 def _read_label_array(path: Path, reader: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    check_length(path)
     if reader == NATURAL_READER:
         arr = read_natural_label(path)
         if arr is None:  # not decodable by PIL (or truncated): nnU-Net's reader has the last word

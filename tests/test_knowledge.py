@@ -220,3 +220,31 @@ def test_warm_start_enqueues_the_nearest_winners_once():
     assert waiting[0].system_attrs["fixed_params"]["focal.gamma"] == 3.0 and "won on Near" in logs[0]
     assert enqueue_warm_start(study, space, NEAR[1], [], 2, logs.append) == []  # once per study
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
+
+
+def test_a_damaged_store_names_every_bad_line_and_serves_the_good_records(tmp_path, capsys):
+    store = KnowledgeStore()
+    first, second, third = record("A", NEAR[0]), record("B", NEAR[1]), record("C", NEAR[2])
+    store.add([first])
+    bad = ["{not json", '{"schema_version": 1, "id": "x"}']
+    with open(store.file, "a") as fh:  # a hand edit gone wrong, and a record cut by a full disk
+        fh.write(f"{bad[0]}\n{json.dumps(second, sort_keys=True)}\n{bad[1]}\n")
+    named = [f"{store.file}:2: not a JSON record", f"{store.file}:4: "]
+    for argv in (["knowledge", "list", "--json"], ["knowledge", "show", second["id"]],
+                 ["knowledge", "export", str(tmp_path / "share.jsonl")]):
+        assert main(argv) == 0, argv
+        err = capsys.readouterr().err
+        assert all(n in err for n in named) or argv[1] != "list", err  # named once per process and file state
+    assert [r["id"] for r in store.user_records()] == [first["id"], second["id"]]  # the good records serve
+    assert ranking.recommend_with_memory(NEAR[2])[0].spec.name == "DiceBD"  # and move the ranking
+    store.add([third])
+    assert main(["knowledge", "remove", first["id"]]) == 0
+    assert all(b in store.file.read_text() for b in bad)  # removing a record loses no line of the user's
+    capsys.readouterr()
+    assert main(["knowledge", "check"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and f"{store.file}:1: not a JSON record" in err[0] and f"{store.file}:3:" in err[1]
+    assert main(["knowledge", "check", "--fix"]) == 0
+    assert store.file.with_name("records.jsonl.rejected").read_text() == "".join(b + "\n" for b in bad)
+    assert main(["knowledge", "check"]) == 0
+    assert [r["id"] for r in store.user_records()] == [second["id"], third["id"]]

@@ -1,8 +1,9 @@
-"""`autoloss knowledge`: list, show, add/import, export and remove knowledge records."""
+"""`autoloss knowledge`: list, show, add/import, export, check (--fix) and remove knowledge records."""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from autoloss.knowledge.schema import network_of
 
@@ -82,6 +83,24 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return _say(args, f"removed {r['id']} ({r['dataset']})", {"removed": r["id"], "dataset": r["dataset"]})
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    store = _store()
+    problems = store.check()
+    good = len(store.user_records()) if not problems else None
+    if not problems:
+        return _say(args, f"{store.file}: {good} record(s), every line valid", {"file": str(store.file),
+                                                                            "bad_lines": [], "moved": 0})
+    if args.fix:
+        moved, aside = store.move_aside()
+        return _say(args, f"moved {moved} bad line(s) from {store.file} to {aside}; the good records stay",
+                    {"file": str(store.file), "bad_lines": problems, "moved": moved, "moved_to": str(aside)})
+    if args.json:
+        print(json.dumps({"file": str(store.file), "bad_lines": problems, "moved": 0}, indent=2))
+    for problem in problems:
+        print(f"autoloss: error: {problem} (`autoloss knowledge check --fix` moves it aside)", file=sys.stderr)
+    return 2
+
+
 def add_knowledge_parser(sub) -> None:
     p = sub.add_parser("knowledge", help="the records of confirmed searches that teach the prior",
                        description="Records hold fingerprint statistics and confirmed paired results only (no "
@@ -104,6 +123,10 @@ def add_knowledge_parser(sub) -> None:
     q.add_argument("--seeds", action="store_true", help="include the shipped seed records")
     q.add_argument("--force", action="store_true", help="overwrite an existing file")
     q.set_defaults(func=cmd_export)
+    q = ks.add_parser("check", help="name every bad line of your records file (exit 2 if any); --fix moves them "
+                                    "aside to records.jsonl.rejected")
+    q.add_argument("--fix", action="store_true", help="move the bad lines, verbatim, to records.jsonl.rejected")
+    q.set_defaults(func=cmd_check)
     q = ks.add_parser("remove", help="delete one of your records")
     q.add_argument("id")
     q.set_defaults(func=cmd_remove)

@@ -5,8 +5,10 @@ User errors (AutolossError) print one line and exit 2; nothing here holds logic 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -47,6 +49,20 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"fingerprint saved to {out}")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = api.verify(args.dataset, max_cases=args.max_cases, num_workers=args.num_workers, progress=not args.json)
+    if args.json:
+        _json(report.to_dict())
+    for line in report.warnings:
+        print(f"autoloss: warning: {line}", file=sys.stderr)
+    for line in report.errors:
+        print(f"autoloss: error: {line}", file=sys.stderr)
+    if not args.json and report.ok:
+        print(f"{report.dataset}: {report.cases} case(s), {report.files} files decoded whole in {report.seconds:.2f} s:"
+              f" no errors" + (f", {len(report.warnings)} warning(s)" if report.warnings else ""))
+    return 0 if report.ok else 2
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -131,7 +147,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.report:
         console.print(f"report: {result.report}", soft_wrap=True)
     if result.decision == "switch":
-        console.print(f"export the verdict's loss: autoloss export {args.work_dir} -o DIR", soft_wrap=True)
+        console.print(f"export the verdict's loss: autoloss export {shlex.quote(args.work_dir)} -o DIR",
+                      soft_wrap=True)
     # The verdict is the last thing printed: it is the answer the search exists to give.
     console.print(result.summary, markup=False, soft_wrap=True)
     return 0
@@ -219,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the fingerprint JSON here")
     p.add_argument("--json", action="store_true", help="print the fingerprint as JSON")
     p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("verify", help="check a dataset before training: every file decoded whole, one line per "
+                                      "problem (exit 2 on errors)",
+                       description="Everything nnU-Net's verify_dataset_integrity checks, plus every image and label "
+                                   "decoded whole: truncated files, NaN/Inf voxels, labels that are background "
+                                   "everywhere, images too small for any network. Every search runs it first.")
+    dataset_args(p)
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("recommend", help="fingerprint -> ranked losses with the reason for each")
     dataset_args(p, required=False)
@@ -353,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AutolossError as exc:
-        print(f"autoloss: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # several findings: one line each
+            print(f"autoloss: error: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("autoloss: interrupted; finished trials are saved (re-run the same command to resume)", file=sys.stderr)
@@ -361,3 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a folder not writable, a file gone, a full disk: one line naming it, not a traceback
+        if exc.errno not in _USER_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"autoloss: error: {where}{exc.strerror or exc} (check the path, its permissions and free space)",
+              file=sys.stderr)
+        return 2
+
+
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.ENOTDIR,
+                errno.EISDIR}

@@ -4,6 +4,10 @@ seed records shipped in ``fingerprints/knowledge_seed.jsonl``.
 JSON lines, appended under an exclusive ``fcntl`` lock on a side file, so two searches finishing at once never
 interleave or lose a line; a rewrite (``remove``) goes through a temporary file and an atomic rename under the
 same lock. Imports validate every line before writing any, so a bad file adds nothing and loses nothing.
+
+A bad line in the user's own file (hand-edited, cut by a full disk) never blocks the store: every bad line is
+named on stderr (file:line) and skipped, the good records serve, and ``autoloss knowledge check --fix`` moves the
+bad lines, verbatim, to ``records.jsonl.rejected``.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,23 +32,62 @@ def autoloss_home() -> Path:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a JSON-lines file, validated; a bad line -> one line naming the file and line number."""
-    records = []
+    """Every record of a JSON-lines file, validated; a bad line -> one line naming the file and line number (for
+    files given on purpose, e.g. an import: a bad file adds nothing)."""
+    records, problems = scan_records(path)
+    if problems:
+        raise AutolossError(problems[0][1])
+    return records
+
+
+def scan_records(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """(the valid records, [(line number, "FILE:LINE: what is wrong")]) of a JSON-lines file; a missing or
+    unreadable file is an AutolossError."""
+    records, problems = [], []
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         raise AutolossError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AutolossError(f"{path}: cannot read knowledge records ({exc})") from None
+    except OSError as exc:
+        raise AutolossError(f"{path}: cannot read knowledge records ({exc.strerror or exc})") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise AutolossError(f"{path}:{n}: not a JSON record ({exc.msg})") from None
-        records.append(validate_record(record, f"{path}:{n}"))
-    return records
+            problems.append((n, f"{path}:{n}: not a JSON record ({exc.msg})"))
+            continue
+        try:
+            records.append(validate_record(record, f"{path}:{n}"))
+        except AutolossError as exc:
+            problems.append((n, str(exc)))
+    return records, problems
+
+
+_REPORTED: set[tuple] = set()
+
+
+def _warn_once(path: Path, problems: list[str]) -> None:
+    """Name every bad line on stderr, once per process and state of the file (a search reads the store often)."""
+    try:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (str(path),)
+    if key in _REPORTED:
+        return
+    _REPORTED.add(key)
+    for problem in problems:
+        print(f"autoloss: warning: {problem}; skipped (`autoloss knowledge check --fix` moves bad lines aside)",
+              file=sys.stderr)
+
+
+def _line_id(line: str) -> str | None:
+    try:
+        return json.loads(line).get("id")
+    except (ValueError, AttributeError):
+        return None
 
 
 class KnowledgeStore:
@@ -65,7 +109,47 @@ class KnowledgeStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def user_records(self) -> list[dict[str, Any]]:
-        return read_records(self.file) if self.file.exists() else []
+        """The user's valid records; a bad line (or an unreadable file) is named on stderr and skipped, so the
+        good records still serve."""
+        if not self.file.exists():
+            return []
+        try:
+            records, problems = scan_records(self.file)
+        except AutolossError as exc:
+            _warn_once(self.file, [str(exc)])
+            return []
+        if problems:
+            _warn_once(self.file, [p for _, p in problems])
+        return records
+
+    def check(self) -> list[str]:
+        """Every bad line of the user's file, one "FILE:LINE: what is wrong" each."""
+        return [p for _, p in scan_records(self.file)[1]] if self.file.exists() else []
+
+    def move_aside(self) -> tuple[int, Path | None]:
+        """Move the bad lines of the user's file, verbatim, to ``records.jsonl.rejected`` (appended) and keep the
+        good ones; returns (lines moved, where)."""
+        if not self.file.exists():
+            return 0, None
+        with self._locked():
+            _, problems = scan_records(self.file)
+            if not problems:
+                return 0, None
+            bad = {n for n, _ in problems}
+            lines = self.file.read_text(errors="replace").splitlines(keepends=True)
+            aside = self.file.with_name(self.file.name + ".rejected")
+            with open(aside, "a") as fh:
+                fh.write("".join(ln if ln.endswith("\n") else ln + "\n" for i, ln in enumerate(lines, 1) if i in bad))
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._rewrite([ln for i, ln in enumerate(lines, 1) if i not in bad])
+        return len(bad), aside
+
+    def _rewrite(self, lines: list[str]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".records.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(lines))
+        os.replace(tmp, self.file)
 
     def seed_records(self) -> list[dict[str, Any]]:
         return read_records(self.seed_file) if self.seed_file and self.seed_file.exists() else []
@@ -93,10 +177,13 @@ class KnowledgeStore:
                     known.add(r["id"])
                     new.append(r)
             if new:
-                with open(self.file, "a") as fh:
-                    fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in new))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                try:
+                    with open(self.file, "a") as fh:
+                        fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in new))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                except OSError as exc:
+                    raise AutolossError(f"{self.file}: cannot add records ({exc.strerror or exc})") from None
         return len(new), len(records) - len(new)
 
     def import_file(self, path: str | Path) -> tuple[int, int]:
@@ -117,10 +204,7 @@ class KnowledgeStore:
         record = self.get(record_id)
         if record["kind"] == "seed" or record["id"] in {r["id"] for r in self.seed_records()}:
             raise AutolossError(f"{record['id']} is a shipped seed record (read-only); it cannot be removed")
-        with self._locked():
-            keep = [r for r in self.user_records() if r["id"] != record["id"]]
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".records.", suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
-            os.replace(tmp, self.file)
+        with self._locked():  # line by line: a bad line elsewhere in the file is kept as it is, not dropped
+            lines = self.file.read_text(errors="replace").splitlines(keepends=True)
+            self._rewrite([ln for ln in lines if _line_id(ln) != record["id"]])
         return record

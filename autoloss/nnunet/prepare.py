@@ -108,12 +108,8 @@ def prepare(dataset, configuration: str, work_dir: Path, *, max_cases: int | Non
                             "rename it or copy it under such a name")
     dataset_name = dataset.root.name
     case_ids = sorted(c.identifier for c in dataset.cases)
-    user_raw = os.environ.get("nnUNet_raw")
-    in_user_raw = user_raw and dataset.root.resolve().parent == Path(user_raw).resolve()
-    if in_user_raw and max_cases is None:
-        raw_root, pre_root = Path(user_raw), Path(os.environ["nnUNet_preprocessed"])
-    else:
-        raw_root, pre_root = work_dir / "nnunet" / "raw", work_dir / "nnunet" / "preprocessed"
+    raw_root, pre_root, users = _roots(dataset, work_dir, max_cases)
+    if not users:
         raw_root.mkdir(parents=True, exist_ok=True)
         pre_root.mkdir(parents=True, exist_ok=True)
         _link_subset(dataset, raw_root, case_ids)
@@ -139,7 +135,28 @@ def prepare(dataset, configuration: str, work_dir: Path, *, max_cases: int | Non
                            plans_name, tuple(case_ids))
 
 
-def _already_preprocessed(preprocessed: Path, configuration: str, case_ids: list[str], plans_name: str = PLANS) -> bool:
+def _roots(dataset, work_dir: Path, max_cases: int | None) -> tuple[Path, Path, bool]:
+    """(nnUNet_raw, nnUNet_preprocessed, whether they are the user's) for a study of ``dataset``."""
+    user_raw = os.environ.get("nnUNet_raw")
+    if user_raw and max_cases is None and dataset.root.resolve().parent == Path(user_raw).resolve():
+        return Path(user_raw), Path(os.environ["nnUNet_preprocessed"]), True
+    return work_dir / "nnunet" / "raw", work_dir / "nnunet" / "preprocessed", False
+
+
+def fold_count(dataset, work_dir: Path, max_cases: int | None = None) -> int:
+    """Folds of the split a study of ``dataset`` will use, known before planning: an existing splits_final.json,
+    else what ``_write_split`` writes (nnU-Net's 5 folds, or one per case below 5 cases)."""
+    splits = _roots(dataset, Path(work_dir), max_cases)[1] / dataset.root.name / "splits_final.json"
+    if splits.is_file():
+        try:
+            return len(json.loads(splits.read_text()))
+        except ValueError:
+            pass
+    return min(5, len(dataset.cases))
+
+
+def _already_preprocessed(preprocessed: Path, configuration: str, case_ids: list[str],
+                          plans_name: str = PLANS) -> bool:
     """True when nnU-Net's own plan-and-preprocess already produced every case for ``configuration``."""
     plans_file = preprocessed / f"{plans_name}.json"
     if not plans_file.exists():

@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import os
+import shlex
 import time
 from pathlib import Path
+
+from autoloss.errors import check_writable
 
 FIGURES_DIR = "figures"
 REPORT_NAME = "report.html"
@@ -59,7 +62,8 @@ def write_report(work_dir: Path, study_name: str | None = None) -> Path:
     from autoloss.searching.verdict import compute_verdict
 
     work = Path(work_dir).resolve()
-    study = open_work_dir_study(work, study_name)
+    study = open_work_dir_study(work, study_name)  # refuses a study that does not read back whole
+    check_writable(work / FIGURES_DIR, "the report")
     verdict = compute_verdict(study)
     figures = save_figures(study, verdict, work / FIGURES_DIR, class_names=_class_names(work))
     df = trials_frame(study, verdict)
@@ -109,7 +113,8 @@ def _page(study, verdict, summary: str, figures: dict[str, Path], df, work: Path
     files = [f for f in ("summary.txt", "verdict.json", "best_loss.json", "results.csv", "results.md",
                          "study.journal", "fingerprint.json") if (work / f).exists()]
     parts.append("<h2>Files in the work directory</h2><p>" + " &middot; ".join(f"<code>{_e(f)}</code>" for f in files)
-                 + f"</p><p class=meta>export the verdict's loss: <code>autoloss export {_e(work)} -o DIR</code> "
+                 + "</p><p class=meta>export the verdict's loss: <code>autoloss export "
+                   f"{_e(shlex.quote(str(work)))} -o DIR</code> "
                    "(only a SWITCH verdict exports)</p></body></html>")
     return "\n".join(parts)
 

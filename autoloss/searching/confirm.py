@@ -103,9 +103,16 @@ def record(study: optuna.Study, spec: LossSpec, fold: int, epochs: int, outcome,
 
 
 def planned_cost(budget: int, screen: Fidelity, cs: ConfirmSettings, confirm_folds: int) -> tuple[int, int, float]:
-    """(screening trainings, confirmation trainings, their total in units of one full nnU-Net training)."""
+    """(screening trainings, confirmation trainings, their total in units of one full nnU-Net training). The
+    confirmation trains Dice+CE and the distinct non-baseline candidates the screening can have: at most
+    ``budget - 1`` (Dice+CE is always one of the budget), so ``--budget 2 --confirm-top 2`` confirms one."""
     screening = budget * len(screen.folds)
-    confirmation = (cs.top + 1) * confirm_folds if cs.enabled else 0
+    confirmation = (planned_candidates(budget, cs) + 1) * confirm_folds if cs.enabled else 0
     iterations = (screening * screen.epochs + confirmation * (cs.epochs or screen.epochs)) \
         * screen.iterations_per_epoch
     return screening, confirmation, iterations / FULL_TRAINING_ITERATIONS
+
+
+def planned_candidates(budget: int, cs: ConfirmSettings) -> int:
+    """Candidates the confirmation will train besides Dice+CE when every screening trial finishes distinct."""
+    return min(cs.top, max(0, budget - 1))

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from autoloss.errors import AutolossError
+from autoloss.errors import AutolossError, check_writable
 
 LOCK_NAME = "autoloss.lock"
 
@@ -40,9 +40,13 @@ class FileLock:
         self.stale: dict | None = None
         self._fd: int | None = None
 
-    def acquire(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def acquire(self) -> "FileLock":
+        check_writable(self.path.parent, "a lock file (the search's work: lock, journal, results)")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise AutolossError(f"{self.path}: cannot open the lock file ({exc.strerror}); make its folder "
+                                "writable or use another --work-dir") from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

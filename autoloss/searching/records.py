@@ -24,13 +24,20 @@ METRICS = "metrics"  # per class {dice, nsd, ...} and "mean": the fold(s) summar
 PER_CASE = "per_case"  # {fold: {case: {class: {metric: value}}}}
 REASON = "reason"
 CURVES = "curves"  # {fold: {mean_fg_dice, train_losses, val_losses: one value per epoch}} (nnU-Net's logger)
-INTERRUPTED = "interrupted"
+INTERRUPTED = "interrupted"  # killed mid-run and queued again: neither counted nor shown
+SUPERSEDED = "superseded"  # was waiting when a trial was re-queued, queued again behind it: neither counted nor shown
+SEED = "autoloss_seed"  # the training seed of a screening trial, kept when it is queued again
 # study user attributes
 SETTINGS = "autoloss_settings"
 PRIOR_FLAG = "autoloss_prior_enqueued"
 CONFIRM_PLAN = "autoloss_confirm_plan"  # {candidates: [spec], baseline: spec, folds: [int], epochs: int}
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+def replaced(trial: optuna.trial.FrozenTrial) -> bool:
+    """Interrupted or superseded: the trial was queued again under another number."""
+    return bool(trial.user_attrs.get(INTERRUPTED) or trial.user_attrs.get(SUPERSEDED))
 
 
 def phase(trial: optuna.trial.FrozenTrial) -> str:

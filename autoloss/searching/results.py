@@ -30,7 +30,7 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
     identity = study.user_attrs.get(rec.SETTINGS) or {}
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get(rec.INTERRUPTED) or t.state == optuna.trial.TrialState.WAITING:
+        if rec.replaced(t) or t.state == optuna.trial.TrialState.WAITING:
             continue
         spec = rec.spec_of(t)
         m = t.user_attrs.get(rec.METRICS) or {}

@@ -24,13 +24,15 @@ from autoloss.searching import base as bases
 from autoloss.searching import memory
 from autoloss.losses import baseline_spec
 from autoloss.nnunet import scaled
-from autoloss.nnunet.run import OBJECTIVES, Fidelity
+from autoloss.nnunet.run import Fidelity
 from autoloss.searching import confirm
 from autoloss.searching import records as rec
 from autoloss.searching import study as studies
 from autoloss.searching.confirm import ConfirmSettings
 from autoloss.searching.lease import study_lease
 from autoloss.searching.lock import WorkDirLock, describe_stale
+from autoloss.searching.options import check_folds, check_search_config
+from autoloss.searching.reaper import guard_process_tree
 from autoloss.searching.results import save_results
 from autoloss.searching.space import SearchSpace
 from autoloss.searching.trial import TrialJob, TrialOutcome, execute
@@ -110,15 +112,11 @@ def _spaces_for(spaces: tuple[str, ...], fp: dict, log) -> tuple[str, ...]:
 def run_search(cfg: SearchConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
     """Run (or resume) the search described by ``cfg``: screening, then confirmation; returns the study. The
     verdict is in the work directory (``verdict.json``, ``best_loss.json``) and from ``compute_verdict(study)``."""
-    if cfg.objective not in OBJECTIVES:
-        raise AutolossError(f"unknown metric {cfg.objective!r}; use one of {', '.join(OBJECTIVES)}")
-    if cfg.budget < 1:
-        raise AutolossError("--budget must be at least 1")
-    if cfg.confirm.top < 1 or cfg.confirm.num_folds < 1:
-        raise AutolossError("--confirm-top and the number of confirmation folds must be at least 1")
+    check_search_config(cfg)  # one line per wrong option, before any work
     work_dir = Path(cfg.work_dir).resolve()
     # One search per work directory: a second one would preprocess into the same folders and drive the same study.
-    with WorkDirLock(work_dir) as lock:
+    # guard_process_tree: kill -9 of this driver takes nnU-Net's loader workers and a local Ray cluster with it.
+    with WorkDirLock(work_dir) as lock, guard_process_tree():
         if lock.stale:
             log(describe_stale(lock.stale))
         return _run_locked(cfg, work_dir, progress, log)
@@ -130,11 +128,16 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     env.configure(work_dir, processes=cfg.preprocess_processes)
 
     from autoloss.dataset import read_dataset
+    from autoloss.nnunet.prepare import fold_count
+    from autoloss.verification import verify_before_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     SearchSpace.load(cfg.spaces)  # fails early on a bad --space; loaded below with the dataset's regimes
+    studies.check_resumable(work_dir, cfg.storage)  # a damaged study is refused before anything is rewritten
     ds = read_dataset(cfg.dataset, max_cases=cfg.max_cases)
+    verify_before_search(ds, work_dir, log, cfg.preprocess_processes)  # every file decoded whole, once
+    check_folds(cfg, fold_count(ds, work_dir, cfg.max_cases))  # before nnU-Net's planning
     study_name = cfg.study_name or f"autoloss_{ds.root.name}_{cfg.fidelity.configuration}"
     # One driver per study, whatever the storage (another work directory or machine may point at the same one).
     with study_lease(cfg.storage, work_dir, study_name) as lease:
@@ -249,7 +252,8 @@ def _network_request(cfg: SearchConfig, user_base) -> str:
 
 def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
     screening, confirmation, full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))
-    conf = (f" + {confirmation} confirmation trainings ({cfg.confirm.top} candidate(s) and Dice+CE on fold(s) "
+    conf = (f" + {confirmation} confirmation trainings ({confirm.planned_candidates(cfg.budget, cfg.confirm)} "
+            f"candidate(s) and Dice+CE on fold(s) "
             f"{', '.join(map(str, confirm_folds))}, {cfg.confirm.epochs or cfg.fidelity.epochs} epochs)"
             if confirmation else " (no confirmation: the verdict can only be keep or inconclusive)")
     log(f"planned: {screening} screening trainings (fold(s) {', '.join(map(str, cfg.fidelity.folds))}, "
@@ -275,7 +279,10 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
                 spec = _spec_of(trial, space)
                 trial.set_user_attr(rec.SPEC, spec.to_dict())
                 # fine-tune: every continuation on a fold starts alike (common random numbers, as the confirmation)
-                seed = None if cfg.seed is None else cfg.seed if cfg.finetune.enabled else cfg.seed * 10_007 + trial.number
+                default = None if cfg.seed is None else cfg.seed if cfg.finetune.enabled else \
+                    cfg.seed * 10_007 + trial.number
+                seed = trial.user_attrs.get(rec.SEED, default)
+                trial.set_user_attr(rec.SEED, seed)  # a re-run of this trial after an interruption keeps it
                 pending[executor.submit(job(number=trial.number, trial_id=studies.trial_id(trial), spec=spec,
                                             fidelity=cfg.fidelity, seed=seed,
                                             trial_dir=str(work_dir / "trials" / f"trial_{trial.number:04d}")))] = trial
@@ -291,8 +298,7 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
                     progress("end", outcome.number, outcome, study)
                 save_results(study, work_dir)
     except KeyboardInterrupt:
-        for trial in pending.values():
-            studies.requeue(study, trial)
+        studies.requeue(study, list(pending.values()))
         raise
     return len(studies.counted(study)) >= cfg.budget
 
@@ -367,7 +373,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, out: TrialOutcome, retry: bo
     elif out.state == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     elif out.reason and out.reason.startswith("worker died") and retry:
-        studies.requeue(study, trial)
+        studies.requeue(study, [trial])
     else:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 

@@ -13,7 +13,8 @@ import optuna
 from autoloss.errors import AutolossError
 from autoloss.searching.lease import journal_path, storage_error
 from autoloss.schema import SCHEMA_VERSION, version_of, with_defaults
-from autoloss.searching.records import INTERRUPTED, PRIOR_FLAG, SETTINGS, SOURCE, SPEC, phase
+from autoloss.searching.records import (INTERRUPTED, PRIOR_FLAG, SEED, SETTINGS, SOURCE, SPEC, SUPERSEDED,
+                                       phase, replaced)
 from autoloss.spec import LossSpec
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -38,20 +39,72 @@ def make_storage(url: str | None, work_dir: Path):
         raise AutolossError(storage_error(url, exc)) from None
 
 
-def open_work_dir_study(work_dir: Path, study_name: str | None = None) -> optuna.Study:
-    """The Optuna study of a search work directory, found through its ``study.json``."""
+def journal_path(url: str | None, work_dir: Path) -> Path | None:
+    """The journal file behind a storage URL (None for a database)."""
+    if url is None or url.endswith((".journal", ".log")):
+        return Path(url) if url else Path(work_dir) / "study.journal"
+    return None
+
+
+def work_dir_info(work_dir: Path) -> dict:
+    """The ``study.json`` of a search work directory (study name, storage, prepared data)."""
     import json
 
-    work = Path(work_dir)
-    info = work / "study.json"
+    info = Path(work_dir) / "study.json"
     if not info.is_file():
-        raise AutolossError(f"{work}: not an autoloss search directory (no study.json); run autoloss search first")
-    meta = json.loads(info.read_text())
-    name = study_name or meta["study_name"]
+        raise AutolossError(f"{work_dir}: not an autoloss search directory (no study.json); run autoloss search "
+                            "first")
     try:
-        return optuna.load_study(study_name=name, storage=make_storage(meta.get("storage"), work))
+        meta = json.loads(info.read_text())
+        meta["study_name"]
+    except (ValueError, KeyError, TypeError):
+        raise AutolossError(f"{info}: damaged (not the JSON a search writes); restore it, or start over with a new "
+                            "--work-dir") from None
+    return meta
+
+
+def open_work_dir_study(work_dir: Path, study_name: str | None = None) -> optuna.Study:
+    """The Optuna study of a search work directory, found through its ``study.json``, checked to read back whole
+    (``autoloss.searching.integrity``) before anyone writes results from it."""
+    work = Path(work_dir)
+    meta = work_dir_info(work)
+    name = study_name or meta["study_name"]
+    study = _load_checked(work, meta.get("storage"), name)
+    if study is None:
+        raise AutolossError(f"{work}: no study named {name!r} in its storage")
+    return study
+
+
+def check_resumable(work_dir: Path, storage_url: str | None) -> None:
+    """A search starting in ``work_dir`` whose study (per ``study.json``) is in the same storage: that study must
+    read back whole before the search rewrites any result from it."""
+    from autoloss.searching import integrity
+
+    work = Path(work_dir)
+    if not (work / "study.json").is_file():
+        return
+    meta = work_dir_info(work)
+    if meta.get("storage") != storage_url:
+        return  # another storage: another study
+    if _load_checked(work, storage_url, meta["study_name"]) is None and (work / integrity.RESULTS).is_file():
+        raise AutolossError(f"{journal_path(storage_url, work) or storage_url}: damaged: it holds no study "
+                            f"{meta['study_name']!r}, which {work / integrity.RESULTS} has results of; "
+                            f"{integrity.ADVICE}")
+
+
+def _load_checked(work: Path, storage_url: str | None, name: str) -> optuna.Study | None:
+    from autoloss.searching import integrity
+
+    rows = integrity.read_results(work)  # first: what it names is in the journal already
+    journal = journal_path(storage_url, work)
+    if journal is not None:
+        integrity.check_journal(journal)
+    try:
+        study = optuna.load_study(study_name=name, storage=make_storage(storage_url, work))
     except KeyError:
-        raise AutolossError(f"{work}: no study named {name!r} in its storage") from None
+        return None
+    integrity.check_results(study, rows, work, str(journal or storage_url))
+    return study
 
 
 def open_study(storage, study_name: str, settings: dict, seed: int | None, budget: int,
@@ -126,17 +179,15 @@ def enqueue_prior(study: optuna.Study, space, specs: list[LossSpec]) -> int:
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Screening trials that count towards the budget: finished, and not interrupted by a kill or Ctrl-C."""
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
-            if not t.user_attrs.get(INTERRUPTED) and phase(t) == "screen"]
+            if not replaced(t) and phase(t) == "screen"]
 
 
 def recover_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed driver or worker: mark them failed (interrupted) and queue them again, so
-    they run once more and nothing completed is repeated. Call only from the one driver of the study."""
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        requeue(study, t)
-        n += 1
-    return n
+    """Trials left RUNNING by a killed driver or worker: mark them failed (interrupted) and queue them again ahead
+    of everything waiting, so they run first and nothing completed is repeated. Call only from the one driver."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    requeue(study, running)
+    return len(running)
 
 
 def trial_id(trial) -> int:
@@ -150,13 +201,25 @@ def storage_of(study: optuna.Study):
     return study._storage
 
 
-def requeue(study: optuna.Study, trial) -> None:
-    storage, tid = storage_of(study), trial_id(trial)
-    frozen = storage.get_trial(tid)
-    storage.set_trial_user_attr(tid, INTERRUPTED, True)
-    storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
-    attrs = {k: v for k, v in frozen.user_attrs.items() if k in (SPEC, SOURCE)}
-    study.enqueue_trial(dict(frozen.params) or _fixed_params(frozen), user_attrs=attrs or None)
+def requeue(study: optuna.Study, trials) -> None:
+    """Run ``trials`` (interrupted: Ctrl-C, a kill, a dead worker) again FIRST, in their order, then whatever was
+    waiting, in its order: a resumed search trains what an uninterrupted one would have (the same losses for the
+    same budget, with the same seeds). Optuna hands out waiting trials lowest number first, and a re-queued trial
+    gets a new number, so the trials waiting behind it are re-queued too (the old ones marked superseded)."""
+    storage = storage_of(study)
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    for t in sorted(trials, key=lambda t: t.number):
+        frozen = storage.get_trial(trial_id(t))
+        storage.set_trial_user_attr(trial_id(t), INTERRUPTED, True)
+        storage.set_trial_state_values(trial_id(t), optuna.trial.TrialState.FAIL)
+        attrs = {k: v for k, v in frozen.user_attrs.items() if k in (SPEC, SOURCE, SEED)}
+        study.enqueue_trial(dict(frozen.params) or _fixed_params(frozen), user_attrs=attrs or None)
+    if not trials:
+        return
+    for t in sorted(waiting, key=lambda t: t.number):
+        storage.set_trial_user_attr(trial_id(t), SUPERSEDED, True)
+        storage.set_trial_state_values(trial_id(t), optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(_fixed_params(t), user_attrs=dict(t.user_attrs) or None)
 
 
 def _fixed_params(trial: optuna.trial.FrozenTrial) -> dict:
