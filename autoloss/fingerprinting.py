@@ -33,8 +33,10 @@ import numpy as np
 
 from autoloss.dataset import Case, Dataset, check_case_geometry, check_label_values, read_label
 from autoloss.errors import AutolossError
-from autoloss.objects import INSTANCE_SHARE, coarse_stride, component_stats, elongation, thickness_stats
-from autoloss.regimes import classify
+from autoloss.nesting import Contacts, count_contacts, nested_labels
+from autoloss.objects import (INSTANCE_SHARE, coarse_stride, component_stats, elongation, sheet_extent,
+                              thickness_stats)
+from autoloss.regimes import classify, load_thresholds
 
 
 FINGERPRINT_VERSION = 2
@@ -42,8 +44,9 @@ _STAT_KEYS = ("mean", "median", "min", "max", "p05", "p95")
 THICKNESS_CASES = 100
 
 
-def _boundary_mask(arr: np.ndarray) -> np.ndarray:
-    """Voxels whose face neighbour differs, plus the image border (outside counts as another value)."""
+def _boundary_mask(arr: np.ndarray, contacts: Contacts | None = None) -> np.ndarray:
+    """Voxels whose face neighbour differs, plus the image border (outside counts as another value). With
+    ``contacts``, the face pairs of differing values are counted into it (autoloss.nesting)."""
     b = np.zeros(arr.shape, bool)
     for ax in range(arr.ndim):
         lo = [slice(None)] * arr.ndim
@@ -52,6 +55,8 @@ def _boundary_mask(arr: np.ndarray) -> np.ndarray:
         diff = arr[tuple(hi)] != arr[tuple(lo)]
         b[tuple(hi)] |= diff
         b[tuple(lo)] |= diff
+        if contacts is not None:
+            count_contacts(arr[tuple(lo)][diff], arr[tuple(hi)][diff], contacts)
         lo[ax], hi[ax] = 0, -1
         b[tuple(lo)] = True
         b[tuple(hi)] = True
@@ -113,7 +118,8 @@ def measure_case(case: Case, ds: Dataset, thickness: bool = True) -> dict[str, A
     # Every component, and every value present, has boundary voxels (its extreme voxels touch another value or
     # the border), so the few boundary voxels carry all we need: each component's class, the values present,
     # each class's boundary count and bounding box. No pass over the whole array beyond these.
-    where = np.flatnonzero(_boundary_mask(arr))  # flat indices: a third of np.nonzero's memory in 3D
+    contacts = None if ds.has_regions else Contacts()  # which label touches which: nested layers
+    where = np.flatnonzero(_boundary_mask(arr, contacts))  # flat indices: a third of np.nonzero's memory in 3D
     values = arr.ravel()[where]
     comp_class = np.zeros(n + 1, arr.dtype)
     comp_class[cc.ravel()[where]] = values
@@ -139,7 +145,7 @@ def measure_case(case: Case, ds: Dataset, thickness: bool = True) -> dict[str, A
         del rcc, mask
     foreground = int(sizes[1:].sum()) - ignored  # cc3d leaves 0 (background) unlabelled
     return {"id": case.identifier, "shape": arr.shape, "spacing": spacing, "voxels": int(arr.size) - ignored,
-            "all_voxels": int(arr.size), "foreground": foreground, "classes": classes}
+            "all_voxels": int(arr.size), "foreground": foreground, "classes": classes, "contacts": contacts}
 
 
 # ---------------------------------------------------------------- parallel driver
@@ -268,6 +274,8 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
         "has_regions": ds.has_regions, "ignore_label": ds.ignore_label,
         "voxel_volume_unit": "mm^2" if dim == 2 else "mm^3",
         "thickness_cases_measured": len(thickness_sample(len(cases))),
+        "nested_labels": None if ds.has_regions else nested_labels(
+            sum((c["contacts"] for c in cases), Contacts()), ds.labels, ds.ignore_label, load_thresholds()),
     }
     classes = {}
     for d in defs:
@@ -306,10 +314,15 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
             "thickness_mm": _stats([p["thickness_mm"] for p, _ in thick]),
             "skeleton_ratio": _stats([p["skeleton_ratio"] for p, _ in thick]),
             "elongation": _stats([elongation(p["weighted"], p["thickness"], p["skeleton_ratio"]) for p, _ in thick]),
+            # 3D only (None in 2D, where a thin structure is a line): curve (1) or surface (2), and how wide a
+            # sheet the typical component would be (autoloss.objects)
+            "medial_dimension": _stats([p["medial_dimension"] for p, _ in thick if p["medial_dimension"] is not None]),
+            "sheet_extent": _stats([sheet_extent(p["weighted"], p["thickness"]) for p, _ in thick
+                                    if p["medial_dimension"] is not None]),
         }
         verdict = classify(entry, info)
         classes[d["key"]] = {"regime": verdict["regime"], "regime_evidence": verdict["evidence"],
-                             "absent_often": verdict["absent_often"], **entry}
+                             "absent_often": verdict["absent_often"], "fragmented": verdict["fragmented"], **entry}
     return info, classes
 
 
