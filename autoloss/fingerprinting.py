@@ -409,10 +409,15 @@ def fingerprint_table(fp: dict):
     for key, c in sorted(fp["classes"].items(), key=lambda kv: int(kv[0])):
         inst, frag = c["instances_per_case"]["median"], c["fragments_per_case"]["median"]
         objects = "-" if inst is None else f"{inst:.3g}" + (f" (+{frag:.3g})" if frag else "")
-        regime = c["regime"] + ("*" if c["absent_often"] and c["regime"] != "absent" else "")
+        regime = (c["regime"] + ("~" if c.get("fragmented") else "")
+                  + ("*" if c["absent_often"] and c["regime"] != "absent" else ""))
         table.add_row(c["name"], regime, _pct(c["voxel_fraction"]["mean"]), objects,
                       _fmt(c["object_size_weighted_voxels"]["median"]), _fmt(c["thickness_voxels"]["median"]),
                       _pct(c["absent_fraction"]))
+    if any(c.get("fragmented") for c in fp["classes"].values()):
+        table.caption += "; ~ fragmented (a main body plus specks)"
     if any(c["absent_often"] for c in fp["classes"].values()):
         table.caption += "; * absent often"
+    for chain in (d.get("nested_labels") or {}).get("chains", []):
+        table.caption += f"; nested labels: {' > '.join(chain['names'])} (autoloss recommend suggests regions)"
     return table

@@ -125,8 +125,8 @@ def thickness_stats(mask: np.ndarray, spacing: tuple[float, ...], stride: int = 
         thickness, thickness_mm = _skeleton_thickness(crop, skeleton, spacing)
         dimension = None
     else:
-        thickness, thickness_mm = _local_thickness(crop, spacing)
-        dimension = medial_dimension(crop, thickness_mm, spacing, cut)
+        thickness, thickness_mm, nearest_ridge = _local_thickness(crop, spacing)
+        dimension = medial_dimension(crop, nearest_ridge, thickness_mm, spacing, cut)
     return {"thickness": thickness * stride, "thickness_mm": thickness_mm,
             "skeleton_ratio": float(skeleton.sum() / crop.sum()) / stride ** (mask.ndim - 1),
             "medial_dimension": dimension}
@@ -149,41 +149,46 @@ def _skeleton_thickness(crop: np.ndarray, skeleton: np.ndarray, spacing) -> tupl
             float(np.median(2 * _mm_distance(crop, dist, spacing)[skeleton] - min(spacing))))
 
 
-def _local_thickness(crop: np.ndarray, spacing) -> tuple[float, float]:
-    """Median over the class voxels of 2 * EDT - 0.5 at the nearest voxel of the EDT's ridge (voxels, mm)."""
+def _local_thickness(crop: np.ndarray, spacing) -> tuple[float, float, tuple[np.ndarray, ...]]:
+    """Median over the class voxels of 2 * EDT - 0.5 at the nearest voxel of the EDT's ridge (voxels, mm), and
+    the coordinates of that ridge voxel for each class voxel (in ``crop[crop]`` order). The ridge is found on the
+    EDT in mm (on an anisotropic grid the voxel EDT's ridge is that of a squashed shape: a cord along 9 thick
+    slices would read as a slab), and the nearest ridge voxel in mm too."""
     from scipy.ndimage import distance_transform_edt, maximum_filter
 
     dist = distance_transform_edt(crop)
-    ridge = crop & (dist >= maximum_filter(dist, size=3, mode="constant"))
-    nearest = distance_transform_edt(~ridge, return_distances=False, return_indices=True)
+    dist_mm = _mm_distance(crop, dist, spacing)
+    ridge = crop & (dist_mm >= maximum_filter(dist_mm, size=3, mode="constant"))
+    nearest = distance_transform_edt(~ridge, sampling=spacing, return_distances=False, return_indices=True)
     at = tuple(index[crop] for index in nearest)
-    return (float(np.median(2 * dist[at] - 0.5)),
-            float(np.median(2 * _mm_distance(crop, dist, spacing)[at] - 0.5 * min(spacing))))
+    return float(np.median(2 * dist[at] - 0.5)), float(np.median(2 * dist_mm[at] - 0.5 * min(spacing))), at
 
 
-def medial_dimension(crop: np.ndarray, thickness_mm: float, spacing, cut: tuple[bool, ...]) -> float:
+def medial_dimension(crop: np.ndarray, nearest_ridge: tuple[np.ndarray, ...], thickness_mm: float, spacing,
+                     cut: tuple[bool, ...]) -> float:
     """Median over the class voxels of d in N(2s) / N(s) = 2^d, N(s) the class voxels in a box of side ~s mm
-    around the voxel, s = 2 x thickness (at least 4 voxels): 1 for a tube, 2 for a sheet, 0 for a ball. Boxes
-    are cubes in mm (an odd voxel count per axis), so the scale factor is their geometric mean."""
+    centred on the voxel's nearest ridge voxel (the middle of the wall or tube there), s = thickness + 2 voxels:
+    the smallest box that spans the whole cross-section from its middle, so a neighbouring structure is seen
+    only when it lies within about a thickness. 1 for a tube, 2 for a sheet, 0 for a ball. Boxes are cubes in
+    mm (an odd voxel count per axis), so the scale factor is their geometric mean."""
     from scipy.ndimage import uniform_filter
 
     s = np.asarray(spacing, np.float64)
-    half = np.maximum(1, np.ceil(max(thickness_mm, 2 * s.min()) / s)).astype(int)  # half-width >= thickness
+    half = np.maximum(1, np.ceil((thickness_mm / 2 + s.min()) / s)).astype(int)
     small, large = 2 * half + 1, 4 * half + 1
     voxels = crop.astype(np.float32)
     # uniform_filter gives the mean over the box; the count is the mean times the box's voxels
     ratio = (uniform_filter(voxels, large, mode="constant") * float(np.prod(large))
              / np.maximum(uniform_filter(voxels, small, mode="constant") * float(np.prod(small)), 1.0))
-    where = crop.copy()
+    ratio = ratio[nearest_ridge]
+    inside = np.ones(ratio.shape, bool)
     for axis, (is_cut, h) in enumerate(zip(cut, 2 * half)):
         if is_cut:  # near a cut face the larger box sees less of a structure that goes on beyond it
-            edge = [slice(None)] * crop.ndim
-            edge[axis] = np.r_[0:min(h, crop.shape[axis]), max(crop.shape[axis] - h, 0):crop.shape[axis]]
-            where[tuple(edge)] = False
-    if not where.any():
-        where = crop
+            inside &= (nearest_ridge[axis] >= h) & (nearest_ridge[axis] < crop.shape[axis] - h)
+    if inside.any():
+        ratio = ratio[inside]
     scale = float(np.prod(large / small)) ** (1 / crop.ndim)
-    return float(np.clip(np.median(np.log(np.maximum(ratio[where], 1.0))) / np.log(scale), 0.0, crop.ndim))
+    return float(np.clip(np.log(max(float(np.median(ratio)), 1.0)) / np.log(scale), 0.0, crop.ndim))
 
 
 def elongation(weighted_size: float | None, thickness: float | None, skeleton_ratio: float | None) -> float | None:
