@@ -11,8 +11,10 @@ pool with a bounded window of chunks in flight, so memory stays at a few labels 
 Region-based datasets (labels mapping to lists) are measured per REGION, as nnU-Net trains them (one sigmoid
 output per region, the union of its values): classes keyed "1".."n" in dataset.json order, named by their key,
 ``label`` the list of values; each region gets its own connected-components pass. The ignore label is not a
-class, and fractions are over annotated (non-ignore) voxels. Thickness is measured on at most THICKNESS_CASES
-cases, evenly spread (``thickness_cases_measured``). 2D natural images (PNG, ...) have no physical spacing:
+class, and fractions are over annotated (non-ignore) voxels. Thickness (and, in 3D, whether a class is a curve or
+a surface) is measured on at most THICKNESS_CASES cases, evenly spread (``thickness_cases_measured``). The same
+boundary pass counts which label touches which (face contacts), from which ``dataset.nested_labels`` names label
+layers each enclosed by the next (autoloss.nesting; None for region-based datasets, which train regions already). 2D natural images (PNG, ...) have no physical spacing:
 spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
 """
 from __future__ import annotations
@@ -400,7 +402,7 @@ def fingerprint_table(fp: dict):
                + (", region labels" if d["has_regions"] else "")
                + (f", ignore label {d['ignore_label']}" if d["ignore_label"] is not None else "")
                + "; objects: per case, comparable objects (+ fragments); size: voxels of the object a typical "
-               "voxel belongs to; thick: skeleton thickness (voxels)"
+               "voxel belongs to; thick: median thickness (voxels; 2D on the skeleton, 3D a local thickness)"
                + (f"; {fp['timing']['seconds']:.2f} s on {fp['timing']['workers']} worker(s)" if "timing" in fp else ""))
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in ("class", "regime", "fraction", "objects", "size", "thick", "absent"):

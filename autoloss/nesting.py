@@ -30,10 +30,17 @@ def count_contacts(a: np.ndarray, b: np.ndarray, into: Contacts) -> None:
     """Add the face pairs (a[i], b[i]) with a[i] != b[i] (both 1-D, one entry per pair of neighbours) to ``into``."""
     if a.size == 0:
         return
-    pairs = np.stack([np.minimum(a, b), np.maximum(a, b)]).astype(np.int64)
-    found, counts = np.unique(pairs, axis=1, return_counts=True)
-    for (low, high), n in zip(found.T.tolist(), counts.tolist()):
-        into[(low, high)] += n
+    low, high = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+    k = int(high.max()) + 1
+    codes = low * k + high
+    if k * k <= 1 << 16:  # the usual handful of labels: a bincount, no sort
+        counts = np.bincount(codes, minlength=k * k)
+        found = np.flatnonzero(counts)
+        counts = counts[found]
+    else:
+        found, counts = np.unique(codes, return_counts=True)
+    for code, n in zip(found.tolist(), counts.tolist()):
+        into[(code // k, code % k)] += n
 
 
 def _outer_faces(inside: set[int], contacts: Contacts, ignore: int | None) -> Counter:

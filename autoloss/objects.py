@@ -32,12 +32,13 @@ skeleton length of the typical component (skeleton_ratio x weighted size) / thic
 tube or strip (L/d), about 1/d for a disc or ball (its skeleton is a point or a short curve), so it separates
 tubes from blobs without tracing a skeleton graph, and many small discs are not one long tube.
 
-Curve or surface (3D): ``medial_dimension`` is how the class's volume grows with the size of a box around each of
-its voxels, between a box as wide as two thicknesses and one twice that: a box of side s holds about t^2 s voxels
-of a tube (its medial structure is a curve: dimension 1), t s^2 of a sheet, shell or rim (a surface: 2), and
-stops growing around a ball (a point: 0). Both boxes span the whole thickness, so the count no longer depends on
-where in the cross-section the voxel lies; the median over the class voxels is the figure (mass-radius scaling,
-as in the fractal dimension of a point set; boxes are cubes in mm, so anisotropic grids read right).
+Curve or surface (3D): ``medial_dimension`` is how the class's volume grows in a box centred on the middle of
+its wall or tube (each voxel's nearest ridge voxel) when the box's side doubles, from the smallest box that
+spans the whole cross-section (thickness + 2 voxels): a box of side s holds about t^2 s voxels of a tube (its
+medial structure is a curve: dimension 1), t s^2 of a sheet, shell or rim (a surface: 2), and stops growing
+around a ball (a point: 0). Small boxes see a neighbouring structure only within about a thickness (parallel
+vessels stay tubes); the median over the class voxels is the figure (mass-radius scaling, as in the fractal
+dimension of a point set; boxes are cubes in mm, so anisotropic grids read right).
 ``sheet_extent`` (fingerprint) = sqrt(weighted size / thickness) / thickness: the width of the typical component
 read as a sheet, over its thickness (a square plate L wide reads L/t).
 
