@@ -8,14 +8,14 @@ voxels of all classes at once (a class voxel is on the boundary when a 6-/4-neig
 lies on the image border, i.e. what ``binary_erosion`` with ``border_value=0`` removes). Cases run in a process
 pool with a bounded window of chunks in flight, so memory stays at a few labels per worker.
 
-Region-based datasets (labels mapping to lists) are measured per REGION, as nnU-Net trains them (one sigmoid
-output per region, the union of its values): classes keyed "1".."n" in dataset.json order, named by their key,
-``label`` the list of values; each region gets its own connected-components pass. The ignore label is not a
-class, and fractions are over annotated (non-ignore) voxels. Thickness (and, in 3D, whether a class is a curve or
-a surface) is measured on at most THICKNESS_CASES cases, evenly spread (``thickness_cases_measured``). The same
-boundary pass counts which label touches which (face contacts), from which ``dataset.nested_labels`` names label
-layers each enclosed by the next (autoloss.nesting; None for region-based datasets, which train regions already). 2D natural images (PNG, ...) have no physical spacing:
-spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
+Region-based datasets (labels mapping to lists) are measured per REGION, as nnU-Net trains them (one sigmoid output
+per region, the union of its values): classes keyed "1".."n" in dataset.json order, named by their key, ``label``
+the list of values; each region gets its own connected-components pass. The ignore label is not a class, and
+fractions are over annotated (non-ignore) voxels. Thickness (and, in 3D, whether a class is a curve or a surface) is
+measured on at most THICKNESS_CASES cases, evenly spread (``thickness_cases_measured``). The same boundary pass
+counts which label touches which (face contacts), from which ``dataset.nested_labels`` names label layers each
+enclosed by the next (autoloss.nesting; None for region-based datasets, which train regions already). 2D natural
+images (PNG, ...) have no physical spacing: spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
 """
 from __future__ import annotations
 
@@ -292,6 +292,7 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
         all_voxels = np.array([c["all_voxels"] for c in cases], np.float64)
         here = [(p, vv) for p, vv in zip(per, voxel_volume) if p["count"]]
         thick = [(p, vv) for p, vv in here if p.get("thickness") is not None]
+        thick3d = [(p, vv) for p, vv in thick if p["medial_dimension"] is not None]
         major_sizes = np.concatenate([np.asarray(p["major_sizes"], np.float64) for p, _ in here] or [np.zeros(0)])
         p10, p50, p90 = np.percentile(major_sizes, [10, 50, 90]) if major_sizes.size else (None,) * 3
         entry = {
@@ -318,9 +319,8 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
             "elongation": _stats([elongation(p["weighted"], p["thickness"], p["skeleton_ratio"]) for p, _ in thick]),
             # 3D only (None in 2D, where a thin structure is a line): curve (1) or surface (2), and how wide a
             # sheet the typical component would be (autoloss.objects)
-            "medial_dimension": _stats([p["medial_dimension"] for p, _ in thick if p["medial_dimension"] is not None]),
-            "sheet_extent": _stats([sheet_extent(p["weighted"], p["thickness"]) for p, _ in thick
-                                    if p["medial_dimension"] is not None]),
+            "medial_dimension": _stats([p["medial_dimension"] for p, _ in thick3d]),
+            "sheet_extent": _stats([sheet_extent(p["weighted"], p["thickness"]) for p, _ in thick3d]),
         }
         verdict = classify(entry, info)
         classes[d["key"]] = {"regime": verdict["regime"], "regime_evidence": verdict["evidence"],
