@@ -108,6 +108,7 @@ def thickness_stats(mask: np.ndarray, spacing: tuple[float, ...], stride: int = 
     the module docstring). With ``stride`` > 1 (thick structures, see coarse_stride) the mask is sampled every
     ``stride`` voxels and the figures scaled back: thickness x stride, skeleton ratio / stride^(dim-1) (a curve
     skeleton's length scales with stride, the volume with stride^dim); the dimension is scale-free."""
+    from scipy.ndimage import distance_transform_edt
     from skimage.morphology import skeletonize
 
     if stride > 1:
@@ -119,14 +120,15 @@ def thickness_stats(mask: np.ndarray, spacing: tuple[float, ...], stride: int = 
     # One background voxel around (the box edge is no boundary otherwise), except where the window cuts the
     # structure: it goes on there.
     crop = np.pad(mask[window], [(0, 0) if c else (1, 1) for c in cut])
+    dist = distance_transform_edt(crop)
     skeleton = skeletonize(crop).astype(bool)
-    if not skeleton.any():  # skeletonize keeps at least a point for any object; be safe anyway
-        skeleton = crop
+    if not skeleton.any():  # a symmetric ball centred between voxels thins to nothing: keep its deepest voxel
+        skeleton.flat[np.argmax(dist)] = True
     if mask.ndim == 2:
-        thickness, thickness_mm = _skeleton_thickness(crop, skeleton, spacing)
+        thickness, thickness_mm = _skeleton_thickness(crop, dist, skeleton, spacing)
         dimension = None
     else:
-        thickness, thickness_mm, nearest_ridge = _local_thickness(crop, spacing)
+        thickness, thickness_mm, nearest_ridge = _local_thickness(crop, dist, spacing)
         dimension = medial_dimension(crop, nearest_ridge, thickness_mm, spacing, cut)
     return {"thickness": thickness * stride, "thickness_mm": thickness_mm,
             "skeleton_ratio": float(skeleton.sum() / crop.sum()) / stride ** (mask.ndim - 1),
@@ -140,24 +142,20 @@ def _mm_distance(crop: np.ndarray, dist: np.ndarray, spacing: tuple[float, ...])
     return dist * spacing[0] if max(spacing) == min(spacing) else distance_transform_edt(crop, sampling=spacing)
 
 
-def _skeleton_thickness(crop: np.ndarray, skeleton: np.ndarray, spacing) -> tuple[float, float]:
+def _skeleton_thickness(crop: np.ndarray, dist: np.ndarray, skeleton: np.ndarray, spacing) -> tuple[float, float]:
     """Median of 2 * EDT - 1 on the skeleton (voxels); in mm the one-voxel correction is the finest spacing (the
     direction the EDT reaches first on a near-isotropic grid)."""
-    from scipy.ndimage import distance_transform_edt
-
-    dist = distance_transform_edt(crop)
     return (float(np.median(2 * dist[skeleton] - 1)),
             float(np.median(2 * _mm_distance(crop, dist, spacing)[skeleton] - min(spacing))))
 
 
-def _local_thickness(crop: np.ndarray, spacing) -> tuple[float, float, tuple[np.ndarray, ...]]:
+def _local_thickness(crop: np.ndarray, dist: np.ndarray, spacing) -> tuple[float, float, tuple[np.ndarray, ...]]:
     """Median over the class voxels of 2 * EDT - 0.5 at the nearest voxel of the EDT's ridge (voxels, mm), and
     the coordinates of that ridge voxel for each class voxel (in ``crop[crop]`` order). The ridge is found on the
     EDT in mm (on an anisotropic grid the voxel EDT's ridge is that of a squashed shape: a cord along 9 thick
     slices would read as a slab), and the nearest ridge voxel in mm too."""
     from scipy.ndimage import distance_transform_edt, maximum_filter
 
-    dist = distance_transform_edt(crop)
     dist_mm = _mm_distance(crop, dist, spacing)
     ridge = crop & (dist_mm >= maximum_filter(dist_mm, size=3, mode="constant"))
     nearest = distance_transform_edt(~ridge, sampling=spacing, return_distances=False, return_indices=True)

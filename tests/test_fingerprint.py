@@ -192,6 +192,11 @@ def test_shared_datasets(name, classes):
                 "Dataset105_SpinalCordTiny": {"cord": "large-structure"}}.get(name, {})
     for c in fp["classes"].values():
         assert c["regime"] == expected.get(c["name"], c["regime"]), c["regime_evidence"]
+    # Axons sit inside their myelin sheaths (nested: region training is suggested); hippocampus halves lie side
+    # by side, each mostly against the background (not nested).
+    nested = fp["dataset"]["nested_labels"]
+    assert [c["names"] for c in (nested or {}).get("chains", [])] == \
+        ([["myelin", "axon"]] if name == "Dataset104_AxonMyelin" else [])
     if name == "Dataset105_SpinalCordTiny":
         assert d["anisotropy"] >= 1 and d["voxel_volume_unit"] == "mm^3"
 

@@ -13,7 +13,7 @@ from autoloss.dataset import read_dataset
 from autoloss.fingerprinting import compute_fingerprint, fingerprint_table, save_fingerprint
 from autoloss.nesting import count_contacts, nested_chains, region_suggestion
 from autoloss.objectives import auto_objective, metric_plan
-from autoloss.objects import thickness_stats
+from autoloss.objects import elongation, thickness_stats
 from autoloss.prior import recommend_from_fingerprint, region_training
 from autoloss.regimes import classify, load_thresholds
 from autoloss.synthetic import branching_tree, layered_ball, plate, tubes, write_labels_dataset
@@ -57,6 +57,12 @@ def test_skimage_thins_plates_away_but_the_local_thickness_does_not():
 def test_ball_is_compact_and_2d_has_no_dimension():
     ball = thickness_stats(layered_ball((40, 40, 40), [15]) > 0, ISO)
     assert ball["medial_dimension"] < 0.5 and ball["thickness"] > 25
+    # A ball centred between voxels thins to an empty skeleton; its deepest voxel stands in (it used to be the
+    # whole ball: skeleton ratio 1, so a small ball read as a long, thin tube)
+    small = layered_ball((14, 14, 14), [5]) > 0
+    t = thickness_stats(small, ISO)
+    assert t["skeleton_ratio"] == pytest.approx(1 / small.sum())
+    assert elongation(float(small.sum()), t["thickness"], t["skeleton_ratio"]) < 1
     assert thickness_stats(tubes((64, 96), 3) > 0, (1.0, 1.0))["medial_dimension"] is None  # 2D: a line is a tube
 
 
