@@ -49,8 +49,10 @@ def region_training_text(suggestion: dict[str, Any] | None, recs: list = (), wid
 
     if not suggestion:
         return ""
-    wrap = lambda text, indent="  ": textwrap.fill(text, width, initial_indent=indent,  # noqa: E731
-                                                   subsequent_indent=indent)
+
+    def wrap(text: str, indent: str = "  ") -> str:
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)
+
     out = []
     for c in suggestion["chains"]:
         held = ", ".join(f"{100 * e:.0f} %" for e in c["enclosed"])
