@@ -8,12 +8,14 @@ voxels of all classes at once (a class voxel is on the boundary when a 6-/4-neig
 lies on the image border, i.e. what ``binary_erosion`` with ``border_value=0`` removes). Cases run in a process
 pool with a bounded window of chunks in flight, so memory stays at a few labels per worker.
 
-Region-based datasets (labels mapping to lists) are measured per REGION, as nnU-Net trains them (one sigmoid
-output per region, the union of its values): classes keyed "1".."n" in dataset.json order, named by their key,
-``label`` the list of values; each region gets its own connected-components pass. The ignore label is not a
-class, and fractions are over annotated (non-ignore) voxels. Thickness is measured on at most THICKNESS_CASES
-cases, evenly spread (``thickness_cases_measured``). 2D natural images (PNG, ...) have no physical spacing:
-spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
+Region-based datasets (labels mapping to lists) are measured per REGION, as nnU-Net trains them (one sigmoid output
+per region, the union of its values): classes keyed "1".."n" in dataset.json order, named by their key, ``label``
+the list of values; each region gets its own connected-components pass. The ignore label is not a class, and
+fractions are over annotated (non-ignore) voxels. Thickness (and, in 3D, whether a class is a curve or a surface) is
+measured on at most THICKNESS_CASES cases, evenly spread (``thickness_cases_measured``). The same boundary pass
+counts which label touches which (face contacts), from which ``dataset.nested_labels`` names label layers each
+enclosed by the next (autoloss.nesting; None for region-based datasets, which train regions already). 2D natural
+images (PNG, ...) have no physical spacing: spacing (1, 1), physical sizes in pixels ("mm^2" by convention).
 """
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ import numpy as np
 from autoloss.dataset import (Case, Dataset, all_background_error, check_case_geometry, check_label_values,
                               read_label)
 from autoloss.errors import AutolossError, check_writable
-from autoloss.objects import INSTANCE_SHARE, coarse_stride, component_stats, elongation, thickness_stats
-from autoloss.regimes import classify
+from autoloss.nesting import Contacts, count_contacts, nested_labels
+from autoloss.objects import (INSTANCE_SHARE, coarse_stride, component_stats, elongation, sheet_extent,
+                              thickness_stats)
+from autoloss.regimes import classify, load_thresholds
 
 
 FINGERPRINT_VERSION = 2
@@ -43,8 +47,9 @@ _STAT_KEYS = ("mean", "median", "min", "max", "p05", "p95")
 THICKNESS_CASES = 100
 
 
-def _boundary_mask(arr: np.ndarray) -> np.ndarray:
-    """Voxels whose face neighbour differs, plus the image border (outside counts as another value)."""
+def _boundary_mask(arr: np.ndarray, contacts: Contacts | None = None) -> np.ndarray:
+    """Voxels whose face neighbour differs, plus the image border (outside counts as another value). With
+    ``contacts``, the face pairs of differing values are counted into it (autoloss.nesting)."""
     b = np.zeros(arr.shape, bool)
     for ax in range(arr.ndim):
         lo = [slice(None)] * arr.ndim
@@ -53,6 +58,8 @@ def _boundary_mask(arr: np.ndarray) -> np.ndarray:
         diff = arr[tuple(hi)] != arr[tuple(lo)]
         b[tuple(hi)] |= diff
         b[tuple(lo)] |= diff
+        if contacts is not None:
+            count_contacts(arr[tuple(lo)][diff], arr[tuple(hi)][diff], contacts)
         lo[ax], hi[ax] = 0, -1
         b[tuple(lo)] = True
         b[tuple(hi)] = True
@@ -114,7 +121,8 @@ def measure_case(case: Case, ds: Dataset, thickness: bool = True) -> dict[str, A
     # Every component, and every value present, has boundary voxels (its extreme voxels touch another value or
     # the border), so the few boundary voxels carry all we need: each component's class, the values present,
     # each class's boundary count and bounding box. No pass over the whole array beyond these.
-    where = np.flatnonzero(_boundary_mask(arr))  # flat indices: a third of np.nonzero's memory in 3D
+    contacts = None if ds.has_regions else Contacts()  # which label touches which: nested layers
+    where = np.flatnonzero(_boundary_mask(arr, contacts))  # flat indices: a third of np.nonzero's memory in 3D
     values = arr.ravel()[where]
     comp_class = np.zeros(n + 1, arr.dtype)
     comp_class[cc.ravel()[where]] = values
@@ -140,7 +148,7 @@ def measure_case(case: Case, ds: Dataset, thickness: bool = True) -> dict[str, A
         del rcc, mask
     foreground = int(sizes[1:].sum()) - ignored  # cc3d leaves 0 (background) unlabelled
     return {"id": case.identifier, "shape": arr.shape, "spacing": spacing, "voxels": int(arr.size) - ignored,
-            "all_voxels": int(arr.size), "foreground": foreground, "classes": classes}
+            "all_voxels": int(arr.size), "foreground": foreground, "classes": classes, "contacts": contacts}
 
 
 # ---------------------------------------------------------------- parallel driver
@@ -269,6 +277,8 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
         "has_regions": ds.has_regions, "ignore_label": ds.ignore_label,
         "voxel_volume_unit": "mm^2" if dim == 2 else "mm^3",
         "thickness_cases_measured": len(thickness_sample(len(cases))),
+        "nested_labels": None if ds.has_regions else nested_labels(
+            sum((c["contacts"] for c in cases), Contacts()), ds.labels, ds.ignore_label, load_thresholds()),
     }
     classes = {}
     for d in defs:
@@ -283,6 +293,7 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
         all_voxels = np.array([c["all_voxels"] for c in cases], np.float64)
         here = [(p, vv) for p, vv in zip(per, voxel_volume) if p["count"]]
         thick = [(p, vv) for p, vv in here if p.get("thickness") is not None]
+        thick3d = [(p, vv) for p, vv in thick if p["medial_dimension"] is not None]
         major_sizes = np.concatenate([np.asarray(p["major_sizes"], np.float64) for p, _ in here] or [np.zeros(0)])
         p10, p50, p90 = np.percentile(major_sizes, [10, 50, 90]) if major_sizes.size else (None,) * 3
         entry = {
@@ -307,10 +318,14 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
             "thickness_mm": _stats([p["thickness_mm"] for p, _ in thick]),
             "skeleton_ratio": _stats([p["skeleton_ratio"] for p, _ in thick]),
             "elongation": _stats([elongation(p["weighted"], p["thickness"], p["skeleton_ratio"]) for p, _ in thick]),
+            # 3D only (None in 2D, where a thin structure is a line): curve (1) or surface (2), and how wide a
+            # sheet the typical component would be (autoloss.objects)
+            "medial_dimension": _stats([p["medial_dimension"] for p, _ in thick3d]),
+            "sheet_extent": _stats([sheet_extent(p["weighted"], p["thickness"]) for p, _ in thick3d]),
         }
         verdict = classify(entry, info)
         classes[d["key"]] = {"regime": verdict["regime"], "regime_evidence": verdict["evidence"],
-                             "absent_often": verdict["absent_often"], **entry}
+                             "absent_often": verdict["absent_often"], "fragmented": verdict["fragmented"], **entry}
     return info, classes
 
 
@@ -396,7 +411,7 @@ def fingerprint_table(fp: dict):
                + (", region labels" if d["has_regions"] else "")
                + (f", ignore label {d['ignore_label']}" if d["ignore_label"] is not None else "")
                + "; objects: per case, comparable objects (+ fragments); size: voxels of the object a typical "
-               "voxel belongs to; thick: skeleton thickness (voxels)"
+               "voxel belongs to; thick: median thickness (voxels; 2D on the skeleton, 3D a local thickness)"
                + (f"; {fp['timing']['seconds']:.2f} s on {fp['timing']['workers']} worker(s)" if "timing" in fp else ""))
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in ("class", "regime", "fraction", "objects", "size", "thick", "absent"):
@@ -405,10 +420,15 @@ def fingerprint_table(fp: dict):
     for key, c in sorted(fp["classes"].items(), key=lambda kv: int(kv[0])):
         inst, frag = c["instances_per_case"]["median"], c["fragments_per_case"]["median"]
         objects = "-" if inst is None else f"{inst:.3g}" + (f" (+{frag:.3g})" if frag else "")
-        regime = c["regime"] + ("*" if c["absent_often"] and c["regime"] != "absent" else "")
+        regime = (c["regime"] + ("~" if c.get("fragmented") else "")
+                  + ("*" if c["absent_often"] and c["regime"] != "absent" else ""))
         table.add_row(c["name"], regime, _pct(c["voxel_fraction"]["mean"]), objects,
                       _fmt(c["object_size_weighted_voxels"]["median"]), _fmt(c["thickness_voxels"]["median"]),
                       _pct(c["absent_fraction"]))
+    if any(c.get("fragmented") for c in fp["classes"].values()):
+        table.caption += "; ~ fragmented (a main body plus specks)"
     if any(c["absent_often"] for c in fp["classes"].values()):
         table.caption += "; * absent often"
+    for chain in (d.get("nested_labels") or {}).get("chains", []):
+        table.caption += f"; nested labels: {' > '.join(chain['names'])} (autoloss recommend suggests regions)"
     return table

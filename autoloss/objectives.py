@@ -6,10 +6,15 @@ judged by Dice plus the metric of its regime (the fingerprint's per-class ``regi
 reported beside it:
 
     tubular          Dice and clDice         connectivity of thin structures is what Dice cannot see
+    sheet            Dice and NSD            a rim or shell a few voxels thick: a one-voxel boundary shift is a
+                                             large share of it, so its boundary is judged beside its overlap
     many-instances   Dice and lesion F1      a missed small lesion costs little Dice but is a missed finding
     small-objects    Dice and lesion F1      the same: detection of each small object
     large-structure  Dice                    overlap is the right measure; boundary losses judged by it too
-    fragmented       Dice                    a body plus specks: component counts would reward speck removal
+
+A class with the ``fragmented`` flag (a body plus specks) keeps its regime's metric; fingerprints from before
+the flag may name ``fragmented`` as the regime, judged by Dice (component counts would reward deleting specks).
+Every trial also stores HD95 per class, the boundary figure BraTS ranks by beside Dice.
 
 ``--metric auto`` resolves to a *class-wise objective*, a plain string that travels with the study like
 ``dice``: ``classwise:1=dice+cldice,2=dice`` (class key = the label, as in the metrics tables). A case's value is
@@ -30,6 +35,9 @@ REGIME_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "small-objects": (("dice", "lesion_f1"), "small objects: detecting each one matters more than a few "
                                              "voxels of overlap"),
     "large-structure": (("dice",), "a large structure: volume overlap is the right measure"),
+    "sheet": (("dice", "nsd"), "a thin sheet, shell or rim: a one-voxel boundary shift is a large share of its "
+                               "width; NSD judges the boundary beside Dice (HD95 is reported too), not clDice: its "
+                               "medial structure is a surface, not a centre line"),
     "fragmented": (("dice",), "one body plus fragments: Dice; component counts would reward deleting specks"),
 }
 METRIC_NAMES = {"dice": "Dice", "cldice": "clDice", "lesion_f1": "lesion F1", "nsd": "NSD"}

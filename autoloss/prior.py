@@ -191,3 +191,27 @@ def recommend_from_fingerprint(fingerprint: dict[str, Any], top: int | None = No
             head.append(recs[rules["baseline"]])
         ranked = head
     return ranked
+
+
+REGION_EVIDENCE = (
+    "nnU-Net's region-based training (documentation/region_based_training.md): one sigmoid output per region, "
+    "Dice + BCE; its BraTS entries were trained so, and the 2020 one won BraTS (Isensee et al., BrainLes 2020, "
+    "arXiv 2011.00848: Dice 88.95 / 85.06 / 82.03 on whole tumour / core / enhancing rim); nnU-Net's docs report "
+    "regions scoring better than labels on BraTS since its 2018 entry (arXiv 1809.10483). Those gains were "
+    "measured on the regions BraTS ranks by: if you judge per label, compare both.")
+
+
+def region_training(fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """For a fingerprint whose labels nest (``dataset.nested_labels``, autoloss.nesting): nnU-Net's region-based
+    training as a suggestion (the regions, ``regions_class_order``, the evidence) and which registered losses
+    train region-based datasets. None when nothing nests or the dataset is region-based already. The user's
+    dataset.json is never changed."""
+    nested = (fingerprint.get("dataset") or {}).get("nested_labels")
+    if not nested or (fingerprint.get("dataset") or {}).get("has_regions"):
+        return None
+    from autoloss.losses.registry import REGISTRY  # imports torch: only when there is something to say
+
+    return {"chains": nested["chains"], "labels": nested["labels"],
+            "regions_class_order": nested["regions_class_order"], "evidence": REGION_EVIDENCE,
+            "losses_with_regions": [n for n, d in REGISTRY.items() if d.supports_regions_and_ignore],
+            "losses_without_regions": [n for n, d in REGISTRY.items() if not d.supports_regions_and_ignore]}

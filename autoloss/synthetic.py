@@ -159,24 +159,90 @@ def make_synthetic_dataset(out_dir: str | Path, *, dim: int = 2, num_cases: int 
 
 # ---------------------------------------------------------------- label shapes with known answers
 
+def _distance_to_centre(shape: Sequence[int]) -> np.ndarray:
+    """Euclidean distance of every voxel to the centre of the grid (between voxels for even sizes)."""
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    return np.sqrt(sum((g - (s - 1) / 2) ** 2 for g, s in zip(grids, shape)))
+
+
+def _add_specks(label: np.ndarray, value: int, count: int, rng: np.random.Generator, what: str) -> None:
+    """``count`` isolated single voxels of ``value`` where their whole neighbourhood is background, so each is
+    its own component under full connectivity."""
+    placed = 0
+    for _ in range(100 * count):
+        if placed == count:
+            return
+        p = tuple(int(rng.integers(1, s - 1)) for s in label.shape)
+        if not label[tuple(slice(c - 1, c + 2) for c in p)].any():
+            label[p] = value
+            placed += 1
+    if placed < count:
+        raise AutolossError(f"{what}: only {placed} of {count} specks fit in {list(label.shape)}")
+
+
 def blob_with_fragments(shape: Sequence[int], radius: float, fragments: int, seed: int = 0) -> np.ndarray:
     """One centred ball/disc of ``radius`` plus ``fragments`` isolated single voxels away from it (each with an
     empty neighbourhood, so every fragment is its own component under full connectivity)."""
-    rng = np.random.default_rng(seed)
     grids = np.ogrid[tuple(slice(0, s) for s in shape)]
     centre = [s / 2 for s in shape]
     label = (sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius ** 2).astype(np.uint8)
-    placed = 0
-    for _ in range(100 * fragments):
-        if placed == fragments:
-            break
-        p = tuple(int(rng.integers(1, s - 1)) for s in shape)
-        if not label[tuple(slice(c - 1, c + 2) for c in p)].any():
-            label[p] = 1
-            placed += 1
-    if placed < fragments:
-        raise AutolossError(f"blob_with_fragments: only {placed} of {fragments} fragments fit in {list(shape)}")
+    _add_specks(label, 1, fragments, np.random.default_rng(seed), "blob_with_fragments")
     return label
+
+
+def layered_ball(shape: Sequence[int], radii: Sequence[float], specks: int = 0, seed: int = 0) -> np.ndarray:
+    """Nested layers around the grid's centre: label 1 is the ball of radius ``radii[0]`` (the core), label k the
+    shell ``radii[k-2] < d <= radii[k-1]`` around it (a rim ``radii[k-1] - radii[k-2]`` voxels thick), as tumour
+    sub-regions nest. ``specks`` single voxels of the outermost label lie apart from everything (label noise).
+    ``layered_ball(shape, [r])`` is a solid ball; ``(layered_ball(shape, [r, r + w]) == 2)`` a hollow sphere."""
+    d = _distance_to_centre(shape)
+    label = np.zeros(shape, np.uint8)
+    for k, r in reversed(list(enumerate(radii, 1))):
+        label[d <= r] = k
+    _add_specks(label, len(radii), specks, np.random.default_rng(seed), "layered_ball")
+    return label
+
+
+def plate(shape: Sequence[int], thickness: int, tilt: float = 0.0) -> np.ndarray:
+    """A square plate ``thickness`` voxels thick through the centre of a 3D grid, its sides 80 % of the smaller
+    in-plane extent; its normal is axis 0, turned by ``tilt`` radians towards axis 2."""
+    z, y, x = np.ogrid[tuple(slice(0, s) for s in shape)]
+    cz, cy, cx = (s // 2 for s in shape)
+    normal = (z - cz) * math.cos(tilt) + (x - cx) * math.sin(tilt)  # signed distance from the mid-plane
+    along = (x - cx) * math.cos(tilt) - (z - cz) * math.sin(tilt)
+    half = 0.4 * min(shape[1], shape[2])
+    return ((normal >= -(thickness // 2)) & (normal < thickness - thickness // 2)
+            & (np.abs(y - cy) <= half) & (np.abs(along) <= half)).astype(np.uint8)
+
+
+def _capsule(shape: Sequence[int], a: np.ndarray, b: np.ndarray, radius: float) -> np.ndarray:
+    """Voxels within ``radius`` of the segment a-b."""
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    d = b - a
+    t = np.clip(sum((g - ai) * di for g, ai, di in zip(grids, a, d)) / float(d @ d), 0.0, 1.0)
+    return sum((g - (ai + t * di)) ** 2 for g, ai, di in zip(grids, a, d)) <= radius ** 2
+
+
+def branching_tree(shape: Sequence[int], width: float, levels: int = 3) -> np.ndarray:
+    """A 3D tree of round tubes ``width`` wide (radius ``width / 2``): a trunk along axis 0 that splits in two at
+    each of ``levels`` levels, branches 0.7 times as long as their parent, 35 degrees off it, each split turned
+    90 degrees about its branch from the one before (a tree, not a fan in one plane)."""
+    label = np.zeros(shape, bool)
+    top = np.array(shape, float) - width - 2
+
+    def grow(start: np.ndarray, direction: np.ndarray, side: np.ndarray, length: float, level: int) -> None:
+        end = np.clip(start + direction * length, width + 1, top)
+        label[...] |= _capsule(shape, start, end, width / 2)
+        if level == levels:
+            return
+        turn = np.cross(direction, side)  # the next split happens in the perpendicular plane
+        for sign in (-1, 1):
+            branch = direction * math.cos(0.6) + sign * side * math.sin(0.6)
+            grow(end, branch / np.linalg.norm(branch), turn / np.linalg.norm(turn), 0.7 * length, level + 1)
+
+    grow(np.array([0.1 * shape[0], shape[1] / 2, shape[2] / 2]), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]),
+         0.35 * shape[0], 1)
+    return label.astype(np.uint8)
 
 
 def tubes(shape: Sequence[int], width: int, count: int = 3) -> np.ndarray:

@@ -1,16 +1,18 @@
 """autoloss fingerprint vs nnUNetv2_extract_fingerprint on the same datasets, in the same run.
 
 Both run end to end as commands (interpreter start, imports, reading, writing the JSON), with the same number of
-processes and a warm file cache: ``autoloss fingerprint DIR -j N -o FILE`` and
-``nnUNetv2_extract_fingerprint -d ID -np N --clean`` (no --verify_dataset_integrity) with nnUNet_raw pointing at
-the datasets folder and nnUNet_preprocessed at a scratch folder. autoloss also computes object statistics
-(connected components, weighted sizes, instances, thickness on the skeleton, regimes, boundary, extent) that
-nnU-Net's fingerprint lacks. Peak memory is the largest sum over the command's process tree of each process's
-proportional set size (PSS, /proc/PID/smaps_rollup: pages shared by forked workers counted once), sampled every
-20 ms. The bars: at least 5x faster and at most a quarter of nnU-Net's peak memory.
+processes and a warm file cache: ``autoloss fingerprint DIR -j N -o FILE`` and ``nnUNetv2_extract_fingerprint -d ID
+-np N --clean`` (no --verify_dataset_integrity) with nnUNet_raw pointing at the datasets folder and
+nnUNet_preprocessed at a scratch folder. autoloss also computes object statistics (connected components, weighted
+sizes, instances, thickness, curve-or-surface dimension, regimes, nested labels, boundary, extent) that nnU-Net's
+fingerprint lacks. Peak memory is the largest sum over the command's process tree of each process's proportional set
+size (PSS, /proc/PID/smaps_rollup: pages shared by forked workers counted once), sampled every 20 ms. The bars: at
+least 5x faster and at most a quarter of nnU-Net's peak memory.
 
-A generated 3D dataset with large volumes joins the shared ones (--large3d, default on: 4 cases of 155x240x240
-with 4 classes, written to the scratch folder).
+Two generated 3D datasets with large volumes join the shared ones (--large3d, default on; written to the scratch
+folder): 4 cases of 155x240x240 with 4 classes of 1-6 ellipsoids each, and 4 cases of the same grid with nested
+layers as in a brain tumour (a core inside a rim 3-4 voxels thick inside a thick outer layer, plus specks), which
+exercises the thin-rim path (full-resolution thickness, curve-or-surface dimension, nested labels).
 
     python benchmarks/bench_fingerprint.py [-np 2] [--datasets Dataset103_Hippocampus Dataset102_MontgomeryLungs]
 """
@@ -127,6 +129,17 @@ def large_3d(scratch: Path) -> Path:
                                   dataset_id=997, name="Large3D", seed=0)
 
 
+def nested_3d(scratch: Path) -> Path:
+    """4 cases of 155x240x240: label 1 a core, 2 a rim 3-4 voxels thick around it, 3 an outer layer; 30 specks."""
+    sys.path.insert(0, str(ROOT))
+    from autoloss.synthetic import layered_ball, write_labels_dataset
+
+    labels = [layered_ball((155, 240, 240), (core, core + rim, core + rim + 20), specks=30, seed=i)
+              for i, (core, rim) in enumerate(((14, 3), (18, 4), (22, 3), (26, 4)))]
+    return write_labels_dataset(scratch / "raw3d", labels, dataset_id=996, name="Nested3D",
+                                label_names={"background": 0, "core": 1, "rim": 2, "outer": 3})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-np", type=int, default=2, help="processes for both tools (default 2)")
@@ -134,7 +147,7 @@ def main() -> None:
                     help="dataset folders, or names under ../shared/datasets (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per tool; the fastest counts (default 1)")
     ap.add_argument("--no-large3d", dest="large3d", action="store_false",
-                    help="skip the generated 3D dataset of large volumes")
+                    help="skip the generated 3D datasets of large volumes")
     args = ap.parse_args()
     folders = [Path(d) if Path(d).is_dir() else SHARED / d for d in args.datasets]
     for f in folders:
@@ -143,7 +156,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_fp_") as tmp:
         if args.large3d:
-            folders.append(large_3d(Path(tmp)))
+            folders += [large_3d(Path(tmp)), nested_3d(Path(tmp))]
         for f in folders:
             rows.append(bench(f, args.np, args.repeats, Path(tmp)))
     print(f"{'dataset':<27} {'cases':>5} {'autoloss s':>10} {'nnU-Net s':>9} {'speed-up':>8} {'autoloss MB':>11} "

@@ -81,3 +81,14 @@ def test_public_names_are_functions_of_the_api_and_no_module_is_callable():
     # importing every stage first must not rebind a public name to a module
     for name in ("fingerprint", "search", "export", "report"):
         assert inspect.isfunction(getattr(autoloss, name)), name
+
+
+def test_every_module_of_the_package_sits_in_a_layer():
+    import re
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    layers = config["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {part.strip() for layer in layers for part in re.split(r"[|:]", layer)}
+    top = {m.name for m in pkgutil.iter_modules(autoloss.__path__)} - {"__main__"}
+    assert top - named == set(), f"modules outside the layer contract: {sorted(top - named)}"

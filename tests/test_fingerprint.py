@@ -19,12 +19,13 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 STATS = {"mean", "median", "min", "max", "p05", "p95"}
 DATASET_KEYS = {"name", "id", "path", "num_cases", "num_cases_measured", "num_classes", "dim", "channels", "modality",
                 "file_ending", "spacing_median", "spacing_min", "spacing_max", "anisotropy", "shape_median",
-                "shape_min", "shape_max", "has_regions", "ignore_label", "voxel_volume_unit", "thickness_cases_measured"}
+                "shape_min", "shape_max", "has_regions", "ignore_label", "voxel_volume_unit", "thickness_cases_measured",
+                "nested_labels"}
 CLASS_STATS = {"voxel_fraction", "foreground_share", "objects_per_case", "object_size_voxels", "object_size_physical",
                "boundary_to_volume", "bbox_extent", "object_size_weighted_voxels", "object_size_weighted_mm",
                "largest_object_share", "major_objects_per_case", "instances_per_case", "fragments_per_case",
-               "thickness_voxels", "thickness_mm", "skeleton_ratio", "elongation"}
-REGIMES = {"tubular", "many-instances", "small-objects", "fragmented", "large-structure", "absent"}
+               "thickness_voxels", "thickness_mm", "skeleton_ratio", "elongation", "medial_dimension", "sheet_extent"}
+REGIMES = {"tubular", "sheet", "many-instances", "small-objects", "large-structure", "absent"}
 
 
 def with_labels(tmp_path: Path, labels: list[np.ndarray], spacing, num_classes: int, **kw) -> Path:
@@ -45,8 +46,11 @@ def check_schema(fp: dict) -> None:
     assert set(fp["dataset"]) == DATASET_KEYS and set(fp["timing"]) == {"seconds", "workers"}
     for key, c in fp["classes"].items():
         assert set(c) == CLASS_STATS | {"name", "label", "absent_fraction", "regime", "regime_evidence",
-                                        "absent_often", "major_object_size_voxels"}
+                                        "absent_often", "fragmented", "major_object_size_voxels"}
         assert c["regime"] in REGIMES and isinstance(c["regime_evidence"], str) and isinstance(c["absent_often"], bool)
+        assert isinstance(c["fragmented"], bool)
+        if fp["dataset"]["dim"] == 2:  # a thin structure in 2D is a line: no curve/surface figure
+            assert set(c["medial_dimension"].values()) == set(c["sheet_extent"].values()) == {None}
         assert set(c["major_object_size_voxels"]) == {"p10", "p50", "p90"}
         if not fp["dataset"]["has_regions"]:
             assert str(c["label"]) == key
@@ -183,9 +187,16 @@ def test_shared_datasets(name, classes):
         assert all(c["objects_per_case"]["median"] > 50 for c in fp["classes"].values())
     # The regimes DESIGN.md's dataset table names: a thin connected network, a large structure, many objects.
     expected = {"Dataset101_ISBIMembrane": {"membrane": "tubular"}, "Dataset102_MontgomeryLungs": {"lungs": "large-structure"},
-                "Dataset104_AxonMyelin": {"axon": "many-instances"}}.get(name, {})
+                "Dataset103_Hippocampus": {"anterior": "large-structure", "posterior": "large-structure"},
+                "Dataset104_AxonMyelin": {"axon": "many-instances"},
+                "Dataset105_SpinalCordTiny": {"cord": "large-structure"}}.get(name, {})
     for c in fp["classes"].values():
         assert c["regime"] == expected.get(c["name"], c["regime"]), c["regime_evidence"]
+    # Axons sit inside their myelin sheaths (nested: region training is suggested); hippocampus halves lie side
+    # by side, each mostly against the background (not nested).
+    nested = fp["dataset"]["nested_labels"]
+    assert [c["names"] for c in (nested or {}).get("chains", [])] == \
+        ([["myelin", "axon"]] if name == "Dataset104_AxonMyelin" else [])
     if name == "Dataset105_SpinalCordTiny":
         assert d["anisotropy"] >= 1 and d["voxel_volume_unit"] == "mm^3"
 

@@ -58,8 +58,9 @@ def test_blob_with_fragments_is_the_blob_not_a_speck(tmp_path):
     assert c["largest_object_share"]["median"] == pytest.approx(blob / (blob + 150))
     assert c["objects_per_case"]["median"] == 151 and c["major_objects_per_case"]["median"] == 1
     assert c["fragments_per_case"]["median"] == 150 and c["instances_per_case"]["median"] == 1
-    assert c["regime"] in ("fragmented", "large-structure") and c["regime"] != "small-objects"
-    assert c["regime"] == "fragmented"  # 150 specks beside a body holding 99 %
+    # 150 specks beside a body holding 99 %: the body's regime, with the fragmented flag beside it
+    assert c["regime"] == "large-structure" and c["fragmented"], c["regime_evidence"]
+    assert "fragmented: 150 fragments/case" in c["regime_evidence"]
     assert not small_objects_boosted(fp)
 
 

@@ -66,6 +66,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from autoloss.prior import region_training
     from autoloss.reporting.terminal import evidence_lines, print_table, recommendation_table
 
     if args.fingerprint:
@@ -80,14 +81,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         from autoloss.objectives import metric_plan
 
         out = [r.to_dict() for r in recs]
+        regions = region_training(fp)
         for r in out:  # the metric that judges each class travels with the losses (one list, as before)
             r["judged_by"] = metric_plan(fp)
+            r["nested_labels"] = regions
         print(json.dumps(out, indent=2))
         return 0
-    from autoloss.reporting.terminal import metric_table
+    from autoloss.reporting.terminal import metric_table, region_training_text
 
     print_table(recommendation_table(recs, fp))
     print_table(metric_table(fp))
+    if regions := region_training(fp):
+        print("\n" + region_training_text(regions, recs))
     if args.explain:
         print("\nevidence behind the rules (survey and studies):")
         for line in evidence_lines(recs):

@@ -42,6 +42,37 @@ def metric_table(fingerprint: dict[str, Any]) -> Table:
     return table
 
 
+def region_training_text(suggestion: dict[str, Any] | None, recs: list = (), width: int = 100) -> str:
+    """The nested-labels block of `autoloss recommend`: the chains, nnU-Net's region-based training as a
+    suggestion (the dataset.json entries, written out, not applied), its evidence, and which losses train it."""
+    import json
+
+    if not suggestion:
+        return ""
+
+    def wrap(text: str, indent: str = "  ") -> str:
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)
+
+    out = []
+    for c in suggestion["chains"]:
+        held = ", ".join(f"{100 * e:.0f} %" for e in c["enclosed"])
+        out.append(wrap(f"Nested labels: {' > '.join(c['names'])} (each enclosed by the one before it, which holds "
+                        f"{held} of the outer boundary of what it encloses).", ""))
+    out.append(wrap("nnU-Net can train nested labels as regions (each layer with everything inside it; one sigmoid "
+                    "output per region, Dice + BCE). A suggestion: your dataset.json is not changed. To try it, "
+                    "set in a copy of the dataset:"))
+    out.append(f'    "labels": {json.dumps(suggestion["labels"])},')
+    out.append(f'    "regions_class_order": {json.dumps(suggestion["regions_class_order"])}')
+    out.append(wrap("Evidence: " + suggestion["evidence"]))
+    refused = suggestion["losses_without_regions"]
+    proposed = [r.spec.name for r in recs if r.spec.name in refused]
+    out.append(wrap(f"Losses: every autoloss loss trains region-based datasets except {', '.join(refused)} "
+                    "(their targets are made from a label map in the data loader)"
+                    + (f"; of those above, {', '.join(proposed)} would not run on the regions." if proposed
+                       else "; every loss above does.")))
+    return "\n".join(out)
+
+
 def evidence_lines(recs: list) -> list[str]:
     """Each distinct piece of evidence once, with the losses it supports (not repeated per recommendation)."""
     by_evidence: dict[str, list[str]] = {}
