@@ -218,11 +218,11 @@ def test_killed_base_and_continuation_resume_and_the_verdict_reads_the_control(b
     assert mode["mode"] == "finetune" and mode["base"]["epochs"] == BASE_EPOCHS and "folder" not in mode["base"]
     assert set(mode["base"]["validation_dice"]) == {"0", "1"} and str(blob_work) not in json.dumps(record)
 
-    # a second study on the work directory finds both bases ready: nothing is trained again (timeout 0: it
+    # a second study on the work directory finds both bases ready: nothing is trained again (a 1 ms timeout: it
     # makes its bases ready, then starts no continuation)
     logs: list[str] = []
     cfg = SearchConfig(dataset=str(blob[0]), budget=1, work_dir=blob_work, device="cpu", pruner="none", seed=0,
-                       prior_top=1, study_name="second", timeout=0.0, fidelity=Fidelity(**(TINY | {
+                       prior_top=1, study_name="second", timeout=1e-3, fidelity=Fidelity(**(TINY | {
                            "iterations_per_epoch": 6, "folds": (0, 1)})), confirm=ConfirmSettings(enabled=False),
                        finetune=FinetuneSettings(enabled=True, base_epochs=BASE_EPOCHS))
     second = run_search(cfg, log=logs.append)
