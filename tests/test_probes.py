@@ -23,6 +23,7 @@ from autoloss.cli import main
 from autoloss.errors import AutolossError
 from autoloss.losses import baseline_spec
 from autoloss.nnunet.run import Fidelity
+from autoloss.schema import SCHEMA_VERSION
 from autoloss.searching import records as rec
 from autoloss.searching import study as studies
 from autoloss.searching.confirm import ConfirmSettings, planned_cost
@@ -256,8 +257,8 @@ def test_read_only_folders_are_one_line_for_a_non_root_user(finished):
 def test_an_interrupted_trial_resumes_first_with_its_seed(tmp_path):
     space = SearchSpace.load(("compound",))
     prior = [baseline_spec(), LossSpec("DiceTopK", {}), LossSpec("DiceHD", {}), LossSpec("DiceFocal", {})]
-    settings = {"dataset": "D", "cases": [], "fidelity": Fidelity().to_dict(), "objective": "dice",
-                "losses": space.losses, "spaces": []}
+    settings = {"schema_version": SCHEMA_VERSION, "dataset": "D", "cases": [], "fidelity": Fidelity().to_dict(),
+                "objective": "dice", "losses": space.losses, "spaces": []}
 
     def driver(budget: int):  # what a (new) driver process sees: the study from the journal file
         return studies.open_study(studies.make_storage(None, tmp_path), "s", settings, 0, budget, len(prior), "none")

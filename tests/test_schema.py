@@ -35,14 +35,16 @@ V1_SETTINGS = {"dataset": "Dataset103_Hippocampus", "cases": ["a", "b"], "fideli
 
 
 def v2(settings: dict, network: dict) -> dict:
-    return settings | {"schema_version": schema.SCHEMA_VERSION, "network": network}
+    return settings | {"schema_version": schema.SCHEMA_VERSION, "network": network, "fidelity_mode": {"mode": "scratch"}}
 
 
 def test_one_schema_version_and_a_field_is_one_line():
     assert schema.SCHEMA_VERSION == 2
-    assert [f.name for f in schema.STUDY_FIELDS] == ["network"] and [f.name for f in schema.RESULT_COLUMNS] == ["network"]
+    assert [f.name for f in schema.STUDY_FIELDS] == ["network", "fidelity_mode"]
+    assert [f.name for f in schema.RESULT_COLUMNS] == ["network", "node"]
     assert schema.version_of(V1_SETTINGS) == 1 and schema.version_of(v2(V1_SETTINGS, SMALL)) == 2
     assert schema.with_defaults(V1_SETTINGS)["network"] is None
+    assert schema.with_defaults(V1_SETTINGS)["fidelity_mode"] == {"mode": "scratch"}  # v1 trained from scratch
     assert schema.cell(SMALL) == "small 2d 16-128 4x" and schema.cell(3) == 3
 
 

@@ -136,13 +136,14 @@ def _run_locked(cfg: SearchConfig, work_dir: Path, progress: Callable | None, lo
     SearchSpace.load(cfg.spaces)  # fails early on a bad --space; loaded below with the dataset's regimes
     studies.check_resumable(work_dir, cfg.storage)  # a damaged study is refused before anything is rewritten
     ds = read_dataset(cfg.dataset, max_cases=cfg.max_cases)
-    verify_before_search(ds, work_dir, log, cfg.preprocess_processes)  # every file decoded whole, once
-    check_folds(cfg, fold_count(ds, work_dir, cfg.max_cases))  # before nnU-Net's planning
     study_name = cfg.study_name or f"autoloss_{ds.root.name}_{cfg.fidelity.configuration}"
-    # One driver per study, whatever the storage (another work directory or machine may point at the same one).
+    # One driver per study, whatever the storage (another work directory or machine may point at the same one);
+    # taken before anything is written, so a refused driver leaves its work directory as it found it.
     with study_lease(cfg.storage, work_dir, study_name) as lease:
         if lease.takeover:
             log(lease.takeover)
+        verify_before_search(ds, work_dir, log, cfg.preprocess_processes)  # every file decoded whole, once
+        check_folds(cfg, fold_count(ds, work_dir, cfg.max_cases))  # before nnU-Net's planning
         return _run_leased(cfg, work_dir, ds, study_name, lease, progress, log)
 
 
