@@ -5,7 +5,7 @@ control (Dice+CE continued alike), and what a fine-tune search costs against a f
         --finetune-epochs 4 --iterations 25 --seeds 0 1 --budget 8 --work-dir bench_finetune [--long-scratch]
 
 Everything runs through the product's code (``BaseTraining``, ``run_trial`` with a ``Continuation``), on fold 0 at
-nnU-Net's own network for the configuration (no scaled network). Resumable: each training's result is saved in
+``--network`` (default small: the scaled network a CPU search uses; full: nnU-Net's own for the configuration). Resumable: each training's result is saved in
 ``--work-dir/results/`` and skipped when the script runs again.
 
 1. One Dice+CE base of ``--base-epochs`` (N); every loss continued ``--finetune-epochs`` (E) from it, once per seed
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=8)
     parser.add_argument("--config", default="2d")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--network", default="small", choices=["full", "small", "tiny"])
     parser.add_argument("--work-dir", default="bench_finetune")
     args = parser.parse_args()
 
@@ -95,11 +96,16 @@ def main() -> None:
     work = Path(args.work_dir).resolve()
     load0 = os.getloadavg()
     t_start = time.time()
-    _, prepared = prepared_dataset(args.dataset, work, args.max_cases, args.config)
+    ds, prepared = prepared_dataset(args.dataset, work, args.max_cases, args.config)
+    from autoloss.fingerprinting import compute_fingerprint
+    from autoloss.nnunet import scaled
+
+    network = scaled.network_for(prepared, args.network, args.device, compute_fingerprint(ds, num_workers=2))
+    prepared = scaled.apply(prepared, network, num_processes=2, log=lambda s: None)
     n, e, it = args.base_epochs, args.finetune_epochs, args.iterations
     fid = Fidelity(configuration=args.config, epochs=e, iterations_per_epoch=it,
                    val_iterations_per_epoch=args.val_iterations, folds=(0,))
-    results = work / "results"
+    results = work / "results" / args.network  # cached trainings, per network
     base = cached(results / "base.json", lambda: summary(BaseTraining(results_root=str(work / "bases"), seed=0).run(
         prepared, replace(fid, epochs=n), work / "trials" / "base", device=args.device)))
     continuation = Continuation(str(base_folder(work / "bases", prepared)), continuation_lr(n, e))
@@ -118,7 +124,7 @@ def main() -> None:
         device=args.device, seed=0))) for epochs in ((e, n + e) if args.long_scratch else (e,))}
 
     control = runs[baseline_spec()]
-    print(f"{args.dataset}, {args.config}, nnU-Net's own network, fold 0 ({len(base['per_case'])} validation cases), "
+    print(f"{args.dataset}, {args.config}, {scaled.describe(network)}, fold 0 ({len(base['per_case'])} validation cases), "
           f"{args.device}; base Dice+CE {n} x {it} iterations: validation Dice {base['dice']:.4f}; continuations "
           f"{e} x {it} iterations at initial LR {continuation.initial_lr:.3g} (nnU-Net's tail), seeds "
           f"{', '.join(map(str, args.seeds))}")
