@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import os
-import sys
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autoloss.casepool import map_cases
 from autoloss.dataset import (Case, Dataset, all_background_error, check_case_geometry, check_label_values,
                               read_label)
 from autoloss.errors import AutolossError, check_writable
@@ -153,17 +149,6 @@ def measure_case(case: Case, ds: Dataset, thickness: bool = True) -> dict[str, A
 
 # ---------------------------------------------------------------- parallel driver
 
-_WORKER_DS: Dataset | None = None
-
-
-def _init_worker(ds: Dataset) -> None:
-    global _WORKER_DS
-    _WORKER_DS = ds
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one process per core already
-
-
 def thickness_sample(n: int) -> set[int]:
     """Indices of the cases whose thickness is measured: all up to THICKNESS_CASES, else that many evenly spread
     (thickness is a shape property of the class; a hundred cases pin its median down)."""
@@ -172,57 +157,9 @@ def thickness_sample(n: int) -> set[int]:
     return {int(i) for i in np.linspace(0, n - 1, THICKNESS_CASES).round()}
 
 
-def _measure_chunk(cases: list[tuple[Case, bool]]) -> list[dict[str, Any]]:
-    return [measure_case(c, _WORKER_DS, t) for c, t in cases]
-
-
-def _start_method() -> str | None:
-    """fork (no re-imports: fastest) unless this process runs threads (Ray, gRPC, ...): forking those can
-    deadlock a child on a lock held by another thread, so then a clean forkserver."""
-    if not sys.platform.startswith("linux"):
-        return None
-    return "fork" if threading.active_count() == 1 else "forkserver"
-
-
-def _measure_all(ds: Dataset, workers: int, on_done, start_method: str | None) -> list[dict[str, Any]]:
-    sample = thickness_sample(len(ds.cases))
-    cases = [(c, i in sample) for i, c in enumerate(ds.cases)]
-    if workers <= 1 or len(cases) < 4:
-        out = []
-        for c, t in cases:
-            out.append(measure_case(c, ds, t))
-            on_done(1)
-        return out
-    # Chunks amortise the per-task cost on many small cases; a window of 2 chunks per worker bounds memory.
-    size = max(1, min(16, len(cases) // (workers * 4)))
-    chunks = [cases[i:i + size] for i in range(0, len(cases), size)]
-    ctx = mp.get_context(start_method) if start_method else None
-    if start_method == "forkserver":
-        ctx.set_forkserver_preload(["autoloss.fingerprint"])
-    results: dict[int, list] = {}
-    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(ds,))
-    try:
-        todo = iter(enumerate(chunks))
-        pending = {}
-        for i, chunk in todo:
-            pending[ex.submit(_measure_chunk, chunk)] = i
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = pending.pop(fut)
-                results[i] = fut.result()
-                on_done(len(results[i]))
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending[ex.submit(_measure_chunk, nxt[1])] = nxt[0]
-    except BrokenProcessPool:
-        raise AutolossError(f"{ds.root}: a fingerprint worker died (out of memory, or a script calling autoloss "
-                            "without an `if __name__ == '__main__':` guard); retry with -j 1") from None
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-    return [r for i in sorted(results) for r in results[i]]
+def _measure_item(item: tuple[Case, bool], ds: Dataset) -> dict[str, Any]:
+    case, thickness = item
+    return measure_case(case, ds, thickness)
 
 
 # ---------------------------------------------------------------- aggregation
@@ -332,20 +269,11 @@ def _aggregate(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[dict, dict]:
 def compute_fingerprint(dataset: Dataset, num_workers: int | None = None, progress: bool = False) -> dict:
     """Measure every case of ``dataset`` (see the module docstring for what and how)."""
     start = time.perf_counter()
-    method = _start_method()  # decided before a progress bar starts its own thread
     workers = num_workers or min(4, os.cpu_count() or 1)
-    if workers < 1:
-        raise AutolossError(f"number of workers must be at least 1, got {workers}")
-    workers = min(workers, max(1, len(dataset.cases)))
-    if progress:
-        from rich.console import Console
-        from rich.progress import Progress
-
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"fingerprint {dataset.name}", total=len(dataset.cases))
-            cases = _measure_all(dataset, workers, lambda k: bar.advance(task, k), method)
-    else:
-        cases = _measure_all(dataset, workers, lambda k: None, method)
+    sample = thickness_sample(len(dataset.cases))  # thickness on an even spread of at most THICKNESS_CASES
+    items = [(c, i in sample) for i, c in enumerate(dataset.cases)]
+    cases = map_cases(dataset, items, _measure_item, workers=workers, what="fingerprint", progress=progress,
+                      preload=["autoloss.fingerprinting"])
     if not any(c["foreground"] for c in cases):
         raise all_background_error(dataset.root, [c["id"] for c in cases])
     info, classes = _aggregate(dataset, cases)

@@ -19,20 +19,16 @@ this process runs no threads, else forkserver), a chunk of cases per task.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shlex
-import sys
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from autoloss.casepool import map_cases
 from autoloss.dataset import (Case, Dataset, as_integer_labels, all_background_error, check_case_geometry,
                               check_label_values, read_label)
 from autoloss.errors import AutolossError
@@ -68,14 +64,6 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"ok": self.ok}
-
-
-def pool_start_method() -> str | None:
-    """fork (no re-imports: fastest) unless this process runs threads (Ray, gRPC, a live display): forking those
-    can deadlock a child on a lock held by another thread, so then a clean forkserver."""
-    if not sys.platform.startswith("linux"):
-        return None
-    return "fork" if threading.active_count() == 1 else "forkserver"
 
 
 def verify_case(case: Case, ds: Dataset) -> dict[str, Any]:
@@ -131,47 +119,6 @@ def verify_case(case: Case, ds: Dataset) -> dict[str, Any]:
             "files": 1 + len(case.images)}
 
 
-_WORKER_DS: Dataset | None = None
-
-
-def _init_worker(ds: Dataset) -> None:
-    global _WORKER_DS
-    _WORKER_DS = ds
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one process per core already
-
-
-def _verify_chunk(cases: list[Case]) -> list[dict[str, Any]]:
-    return [verify_case(c, _WORKER_DS) for c in cases]
-
-
-def _verify_all(ds: Dataset, workers: int, on_done: Callable[[int], None]) -> list[dict[str, Any]]:
-    if workers <= 1 or len(ds.cases) < 16:  # a pool costs more than it saves on a few cases
-        out = []
-        for case in ds.cases:
-            out.append(verify_case(case, ds))
-            on_done(1)
-        return out
-    import nibabel  # noqa: F401 - imported once here, not in every forked worker
-    import SimpleITK  # noqa: F401
-    from PIL import Image  # noqa: F401
-
-    size = max(1, min(16, len(ds.cases) // (workers * 4)))
-    chunks = [ds.cases[i:i + size] for i in range(0, len(ds.cases), size)]
-    method = pool_start_method()
-    ctx = mp.get_context(method) if method else None
-    results = []
-    try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(ds,)) as ex:
-            for chunk in ex.map(_verify_chunk, chunks):
-                results.extend(chunk)
-                on_done(len(chunk))
-    except BrokenProcessPool:
-        raise AutolossError(f"{ds.root}: a verify worker died (out of memory?); retry with -j 1") from None
-    return results
-
-
 def _dataset_findings(ds: Dataset, cases: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     errors, warnings = [], list(ds.warnings)
     decoded = [c for c in cases if c["shape"]]
@@ -198,18 +145,13 @@ def verify_dataset(ds: Dataset, num_workers: int | None = None, progress: bool =
     """Check every case of ``ds`` (see the module docstring); never raises for a finding, only reports it."""
     start = time.perf_counter()
     workers = num_workers or min(4, os.cpu_count() or 1)
-    if workers < 1:
-        raise AutolossError(f"number of workers must be at least 1, got {workers}")
-    workers = min(workers, max(1, len(ds.cases)))
-    if progress:
-        from rich.console import Console
-        from rich.progress import Progress
+    # the readers are imported once here, not in every forked worker; a pool pays off from about 16 cases
+    import nibabel  # noqa: F401
+    import SimpleITK  # noqa: F401
+    from PIL import Image  # noqa: F401
 
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"verify {ds.name}", total=len(ds.cases))
-            cases = _verify_all(ds, workers, lambda k: bar.advance(task, k))
-    else:
-        cases = _verify_all(ds, workers, lambda k: None)
+    cases = map_cases(ds, ds.cases, verify_case, workers=workers, what="verify", progress=progress, min_pool=16,
+                      preload=["autoloss.verification"])
     errors = [e for c in cases for e in c["errors"]]
     warnings = [w for c in cases for w in c["warnings"]]
     more_errors, more_warnings = _dataset_findings(ds, cases)
