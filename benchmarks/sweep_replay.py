@@ -153,18 +153,21 @@ class Noise:
                     noisy[m] = v
                     continue
                 x = v + float(d[rng.integers(d.size)])
-                noisy[m] = min(1.0, max(0.0, x)) if m in HIGHER_IS_BETTER else max(0.0, x)
+                # not clamped at 1: near the ceiling a clamp shrinks a better loss's gain more than the
+                # baseline's (it clipped the planted winner on Montgomery's 0.97-Dice cases)
+                noisy[m] = x if m in HIGHER_IS_BETTER else max(0.0, x)
             out[cls] = noisy
         return out
 
 
 def planted_table(base_by_fold: dict, objective: str) -> dict:
-    """Dice+CE's cases with every higher-is-better metric the objective reads shifted by +2 points."""
+    """Dice+CE's cases with every higher-is-better metric the objective reads shifted by +2 points, also above 1: a
+    winner by exactly 2 points on every case, as bench_verdict_power's model (no ceiling) plants it."""
     from autoloss import objectives
 
     wanted = {"dice"} | ({m for ms in objectives.parse(objective).values() for m in ms}
                          if objectives.is_classwise(objective) else {objective})
-    return {f: {c: {cls: {m: (min(1.0, v + PLANTED_GAIN) if m in wanted and m in HIGHER_IS_BETTER else v)
+    return {f: {c: {cls: {m: (v + PLANTED_GAIN if m in wanted and m in HIGHER_IS_BETTER else v)
                           for m, v in ms.items()} for cls, ms in case.items()} for c, case in by_case.items()}
             for f, by_case in base_by_fold.items()}
 
