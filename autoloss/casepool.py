@@ -91,8 +91,9 @@ def _map(dataset, items: list, fn, workers: int, what: str, min_pool: int, metho
                 if nxt is not None:
                     pending[ex.submit(_run_chunk, fn, nxt[1])] = nxt[0]
     except BrokenProcessPool:
-        raise AutolossError(f"{getattr(dataset, 'root', dataset)}: a {what} worker died (out of memory, or a script "
-                            "calling autoloss without an `if __name__ == '__main__':` guard); retry with -j 1") from None
+        raise AutolossError(f"{getattr(dataset, 'root', dataset)}: a {what} worker died (out of memory, or a "
+                            "script calling autoloss without an `if __name__ == '__main__':` guard); retry with -j 1"
+                            ) from None
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
     return [r for i in sorted(results) for r in results[i]]

@@ -72,7 +72,8 @@ def _sd(values):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", default="Dataset103_Hippocampus")
-    parser.add_argument("--losses", nargs="+", default=["DiceCE", "DiceTopK:topk.k=90", "DiceTopK:topk.k=10", "DiceFocal"])
+    parser.add_argument("--losses", nargs="+",
+                        default=["DiceCE", "DiceTopK:topk.k=90", "DiceTopK:topk.k=10", "DiceFocal"])
     parser.add_argument("--long-scratch", action="store_true",
                         help="also train Dice+CE from scratch for N + E epochs (its Dice; costs N + E epochs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
