@@ -1,6 +1,6 @@
 """Does the search choose right? The product's procedure replayed over an exhaustive sweep's per-case table.
 
-    python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8]
+    python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8] [--train-repeats]
 
 Input: one folder per dataset written by ``benchmarks/sweep.py`` (``cases.csv``: one row per training, validation
 case and class with its metrics; ``meta.json``: the objective, the grid of LossSpecs in the prior's order, the
@@ -72,6 +72,21 @@ def load_sweep(folder: Path) -> Sweep:
             sweep.tables[arm][key].setdefault(fold, {}).setdefault(row["case"], {})[row["class"]] = metrics
             sweep.seeds[(arm, key, fold)] = int(row["seed"])
     return sweep
+
+
+def common_folds(sweep: Sweep) -> list[int]:
+    """The folds every grid loss was trained on from scratch; the replay and the truth use these only (a sweep in
+    progress is read on the folds it has finished, once they hold the screening and confirmation folds)."""
+    labels = [g["label"] for g in sweep.grid]
+    if not all(label in sweep.tables["scratch"] for label in labels):
+        return []
+    return sorted(set.intersection(*(set(sweep.tables["scratch"][label]) for label in labels)))
+
+
+def restrict(sweep: Sweep, folds: list[int]) -> None:
+    for arm in list(sweep.tables):
+        for key in list(sweep.tables[arm]):
+            sweep.tables[arm][key] = {f: v for f, v in sweep.tables[arm][key].items() if f in folds}
 
 
 def merged(table_by_fold: dict, folds) -> dict:
@@ -200,10 +215,14 @@ def fold_objective(table_by_fold: dict, fold: int, objective: str) -> float:
 
 
 def screen(world: dict[str, dict], order: list[str], sweep: Sweep, budget: int, seed: int,
-           prior_top: int = 4) -> list[tuple[str, float]]:
+           prior_top: int = 4, train_repeats: bool = False) -> list[tuple[str, float]]:
     """The product's screening restricted to the grid: Dice+CE and the prior's picks first, then TPE (seeded,
-    the product's startup count) over the grid's losses; each pick's value is its fold-0 objective in this world."""
+    the product's startup count) over the grid's losses; each pick's value is its fold-0 objective in this world.
+    A pick already screened is told its value and not counted, and a grid loss never screened comes next (the
+    product's rule, ``autoloss.searching.repeats``); ``train_repeats``: the procedure before that rule."""
     import optuna
+
+    from autoloss.searching.repeats import Repeats
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     keys = [k for k in order if k in world]
@@ -213,12 +232,19 @@ def screen(world: dict[str, dict], order: list[str], sweep: Sweep, budget: int, 
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for k in prior:
         study.enqueue_trial({"loss": k})
-    values = []
-    for _ in range(budget):
+    values: list[tuple[str, float]] = []
+    repeats = Repeats()
+    while len(values) < budget and not repeats.exhausted:
         trial = study.ask({"loss": optuna.distributions.CategoricalDistribution(keys)})
         key = trial.params["loss"]
         v = fold_objective(world[key], sweep.screen_fold, sweep.objective)
         study.tell(trial, v if v == v else 0.0)
+        if not train_repeats and repeats.earlier(key) is not None:
+            untried = repeats.untried(keys, seed * 10_007 + trial.number)
+            if untried and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+                study.enqueue_trial({"loss": untried})
+            continue
+        repeats.add(key, trial.number, key)
         values.append((key, v))
     return values
 
@@ -236,9 +262,10 @@ def confirm_and_decide(world: dict[str, dict], candidates: list[str], sweep: Swe
 
 
 def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], specs: dict[str, dict],
-                noise: Noise, budget: int, seed: int, top: int = 2) -> tuple[str, str | None]:
+                noise: Noise, budget: int, seed: int, top: int = 2,
+                train_repeats: bool = False) -> tuple[str, str | None]:
     world = resample(rng, sweep, tables, noise)
-    screened = screen(world, order, sweep, budget, seed)
+    screened = screen(world, order, sweep, budget, seed, train_repeats=train_repeats)
     chosen: list[str] = []
     for key, _ in sorted(screened, key=lambda kv: -(kv[1] if kv[1] == kv[1] else -1)):
         if key != BASELINE and key not in chosen:
@@ -251,7 +278,8 @@ def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], sp
     return v.decision, (labels_by_key(specs).get(v.loss.key()) if v.loss else None)
 
 
-def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False) -> list[tuple[str, str | None]]:
+def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False,
+           train_repeats: bool = False) -> list[tuple[str, str | None]]:
     tables = {k: dict(v) for k, v in sweep.tables["scratch"].items()}
     specs = {g["label"]: g["spec"] for g in sweep.grid}
     order = [g["label"] for g in sweep.grid]
@@ -261,7 +289,8 @@ def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False) -> list
         order = order + [PLANTED]  # the prior knows nothing of it: TPE must find it
     noise = Noise(sweep)
     rng = np.random.default_rng(0)
-    return [replay_once(rng, sweep, tables, order, specs, noise, budget, seed=s) for s in range(seeds)]
+    return [replay_once(rng, sweep, tables, order, specs, noise, budget, seed=s, train_repeats=train_repeats)
+            for s in range(seeds)]
 
 
 def summarise(outcomes, t: dict[str, dict]) -> dict:
@@ -318,6 +347,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=500)
     parser.add_argument("--budget", type=int, default=8)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--train-repeats", action="store_true",
+                        help="the procedure before the repeat rule: a loss proposed again is trained again")
     args = parser.parse_args()
     folders = sorted(p.parent for p in Path(args.folder).glob("*/meta.json"))
     if not folders:
@@ -325,21 +356,26 @@ def main() -> None:
     report = {}
     for folder in folders:
         sweep = load_sweep(folder)
-        if BASELINE not in sweep.tables["scratch"] or len(sweep.tables["scratch"]) < 2:
-            print(f"{sweep.name}: sweep incomplete, skipped")
+        folds = common_folds(sweep)
+        needed = {sweep.screen_fold, *sweep.confirm_folds}
+        if not needed <= set(folds):
+            print(f"\n{sweep.name}: sweep in progress (every grid loss on fold(s) {folds or 'none'}; the replay needs "
+                  f"{sorted(needed)}), skipped")
             continue
+        restrict(sweep, folds)
+        partial = "" if len(folds) == 5 else f"; PARTIAL: folds {folds} of 5 only"
         t = truth(sweep)
         print(f"\n{sweep.name}: objective {sweep.objective}; truth = paired gain over Dice+CE on every case "
-              f"(from scratch, scaled network)")
+              f"(from scratch, scaled network){partial}")
         print(f"{'loss':<34} {'gain':>6} {'95% CI':>16} {'p':>7} {'Dice gain':>9} {'cases':>5} call")
         for key, r in sorted(t.items(), key=lambda kv: -kv[1]["gain"]):
             print(f"{key[:34]:<34} {100 * r['gain']:+6.2f} [{100 * r['ci'][0]:+6.2f},{100 * r['ci'][1]:+6.2f}] "
                   f"{r['p']:7.3g} {100 * r['dice_gain']:+9.2f} {r['cases']:5d} {r['call']}")
         noise = Noise(sweep)
         aa = real_aa(sweep)
-        outcomes = replay(sweep, args.seeds, args.budget)
+        outcomes = replay(sweep, args.seeds, args.budget, train_repeats=args.train_repeats)
         s = summarise(outcomes, t)
-        planted = replay(sweep, args.seeds, args.budget, planted=True)
+        planted = replay(sweep, args.seeds, args.budget, planted=True, train_repeats=args.train_repeats)
         found = sum(1 for d, l in planted if d == "switch" and (l == PLANTED or (l in t and t[l]["call"] == "beats"
                                                                                 and t[l]["gain"] >= PLANTED_GAIN))) / len(planted)
         cases = sum(len(sweep.tables["scratch"][BASELINE].get(f, {})) for f in sweep.confirm_folds)
@@ -361,7 +397,7 @@ def main() -> None:
         print(f"planted +2 points: found {100 * found:.1f}% (bench_verdict_power model at {cases} cases, noise "
               f"{noise.sd('dice'):.3f}: {100 * predicted:.1f}%)")
         report[sweep.name] = s | {"truth": t, "aa_real": aa, "aa_replay": aa_rate, "planted_found": found,
-                                  "planted_predicted": predicted, "cases": cases}
+                                  "planted_predicted": predicted, "cases": cases, "folds": folds}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
     if report:

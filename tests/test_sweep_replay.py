@@ -78,3 +78,33 @@ def test_planted_winner_is_dice_ce_shifted_by_two_points():
     planted = sr.planted_table(base, "dice")
     assert planted[0]["a"]["1"] == {"dice": pytest.approx(0.52), "hd95": 3.0}
     assert planted[0]["b"]["1"]["dice"] == pytest.approx(1.015)  # no ceiling: exactly +2 points
+
+
+def test_the_replay_screens_every_grid_loss_once_before_repeating(tmp_path):
+    """The product's repeat rule in the replay: with a budget above the grid's size every grid loss (the planted
+    one too, which the prior does not know) is screened, none twice; before the rule TPE spent the budget on
+    repeats and left losses unscreened in some seeds."""
+    sweep = sr.load_sweep(write_sweep(tmp_path / "flat", {k: 0.0 for k, _ in GRID}))
+    tables = {k: dict(v) for k, v in sweep.tables["scratch"].items()}
+    tables[sr.PLANTED] = sr.planted_table(tables[sr.BASELINE], sweep.objective)
+    order = [k for k, _ in GRID] + [sr.PLANTED]
+    never_screened_before = 0
+    for seed in range(15):
+        screened = [k for k, _ in sr.screen(tables, order, sweep, budget=8, seed=seed)]
+        assert sorted(screened) == sorted(order), screened  # every loss once: the grid is exhausted
+        old = [k for k, _ in sr.screen(tables, order, sweep, budget=8, seed=seed, train_repeats=True)]
+        assert len(old) == 8
+        never_screened_before += sr.PLANTED not in old
+    assert never_screened_before > 0  # the rule changes what is screened (else this test proves nothing)
+
+
+def test_a_sweep_in_progress_is_read_on_the_folds_every_loss_finished(tmp_path):
+    folder = write_sweep(tmp_path / "partial", {k: 0.0 for k, _ in GRID})
+    rows = list(csv.reader(open(folder / "cases.csv")))
+    keep = [rows[0]] + [r for r in rows[1:] if not (r[1] == "DiceFocal" and r[2] in ("3", "4"))]
+    with open(folder / "cases.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+    sweep = sr.load_sweep(folder)
+    assert sr.common_folds(sweep) == [0, 1, 2]
+    sr.restrict(sweep, sr.common_folds(sweep))
+    assert all(t["cases"] == 36 for t in sr.truth(sweep).values())

@@ -216,7 +216,7 @@ def history(study: optuna.Study, verdict) -> Figure:
     if not trials:
         _empty(ax, "no finished screening trial")
         return fig
-    for source, marker in (("prior", "s"), ("sampler", "o"), ("memory", "D")):
+    for source, marker in (("prior", "s"), ("sampler", "o"), ("memory", "D"), ("untried", "^")):
         pts = [t for t in trials if t.user_attrs.get(rec.SOURCE, "sampler") == source]
         if pts:
             ax.scatter([t.number for t in pts], [t.value for t in pts], marker=marker, label=source, zorder=3)

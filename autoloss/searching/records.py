@@ -16,8 +16,9 @@ from autoloss.spec import LossSpec
 
 # trial user attributes
 SPEC = "autoloss_spec"  # the LossSpec as a dict
-SOURCE = "source"  # prior | sampler | memory | confirm | test
-PHASE = "phase"  # screen (default) | confirm
+SOURCE = "source"  # prior | sampler | memory | untried (after a repeat) | confirm | test
+PHASE = "phase"  # screen (default) | confirm | repeat (a loss already screened: told its value, not trained)
+REPEAT_OF = "repeat_of"  # repeat trials: the screening trial whose value they were told
 FOLD = "fold"  # confirmation trials: the fold trained
 EPOCHS = "confirm_epochs"  # confirmation trials: the fidelity they were trained at
 METRICS = "metrics"  # per class {dice, nsd, ...} and "mean": the fold(s) summary

@@ -30,8 +30,8 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
     identity = study.user_attrs.get(rec.SETTINGS) or {}
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if rec.replaced(t) or t.state == optuna.trial.TrialState.WAITING:
-            continue
+        if rec.replaced(t) or t.state == optuna.trial.TrialState.WAITING or rec.phase(t) == "repeat":
+            continue  # a repeat was not trained: its value is its earlier trial's (summary.txt counts them)
         spec = rec.spec_of(t)
         m = t.user_attrs.get(rec.METRICS) or {}
         confirm = rec.phase(t) == "confirm"
@@ -94,6 +94,9 @@ def summary_text(study: optuna.Study, verdict: Verdict) -> str:
         base = rec.baseline_trial(screened)
         lines.append(f"screening (selection only, not evidence): best {rec.spec_of(best).describe()} "
                      f"{best.value:.4f}" + (f", Dice+CE {base.value:.4f}" if base else ", Dice+CE not finished"))
+    if repeats := [t for t in study.get_trials(deepcopy=False) if rec.phase(t) == "repeat"]:
+        lines.append(f"{len(repeats)} proposal(s) repeated a loss already screened: told its value, not trained, "
+                     "not counted")
     if (learned := baseline_confirmation_dice(study)) is not None:
         lines.append(f"Dice+CE on the confirmation: mean Dice {learned:.3f} (what the trainings learned at this "
                      "fidelity; the verdict rests on these trainings)")

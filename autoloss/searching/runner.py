@@ -33,6 +33,7 @@ from autoloss.searching.lease import study_lease
 from autoloss.searching.lock import WorkDirLock, describe_stale
 from autoloss.searching.options import check_folds, check_search_config
 from autoloss.searching.reaper import guard_process_tree
+from autoloss.searching.repeats import MAX_IN_A_ROW, Repeats, screened_keys
 from autoloss.searching.results import save_results
 from autoloss.searching.space import SearchSpace
 from autoloss.searching.trial import TrialJob, TrialOutcome, execute
@@ -221,7 +222,7 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
                     work_dir=work_dir, log=log) if plan else (lambda folds: None)
     try:
         ready(list(cfg.fidelity.folds))
-        finished = _screen(cfg, study, space, executor, job, work_dir, start, progress, lease.check)
+        finished = _screen(cfg, study, space, executor, job, work_dir, start, progress, lease.check, log)
         if cfg.confirm.enabled and finished and not _out_of_time(cfg, start):
             ready(confirm_folds)
             _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log, lease.check)
@@ -266,19 +267,35 @@ def _out_of_time(cfg: SearchConfig, start: float) -> bool:
     return cfg.timeout is not None and time.time() - start > cfg.timeout
 
 
-def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_lease) -> bool:
-    """The ask/tell loop over the screening budget; True when the budget is complete. ``check_lease`` raises once
-    another driver took the study over: nothing more is written then."""
+def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_lease, log) -> bool:
+    """The ask/tell loop over the screening budget; True when the budget is complete or the space holds no loss
+    left to screen (``autoloss.searching.repeats``). ``check_lease`` raises once another driver took the study
+    over: nothing more is written then."""
     pending: dict[int, optuna.Trial] = {}
+    repeats = Repeats(screened_keys(study))
+    waiting_on: dict[int, list[optuna.Trial]] = {}  # repeats of a trial still training: told when it ends
     try:
         while True:
             finished = len(studies.counted(study))
             while len(pending) < executor.slots and finished + len(pending) < cfg.budget \
-                    and not _out_of_time(cfg, start):
+                    and not _out_of_time(cfg, start) and not repeats.exhausted:
                 check_lease()
                 trial = study.ask()
                 spec = _spec_of(trial, space)
                 trial.set_user_attr(rec.SPEC, spec.to_dict())
+                earlier = repeats.earlier(spec.key())
+                if earlier is not None:
+                    _repeat(study, trial, earlier, pending, waiting_on)
+                    untried = repeats.untried(space.losses, None if cfg.seed is None else
+                                              cfg.seed * 10_007 + trial.number)
+                    if untried and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+                        study.enqueue_trial({"loss": untried}, user_attrs={rec.SOURCE: "untried"})
+                    if repeats.first_repeat(spec.key()):
+                        log(f"trial {trial.number}: {spec.describe()} was screened as trial {earlier}: told its "
+                            "value, not trained again, not counted" + (f"; next: {untried}, never screened"
+                                                                       if untried else ""))
+                    continue
+                repeats.add(spec.key(), trial.number, spec.name)
                 # fine-tune: every continuation on a fold starts alike (common random numbers, as the confirmation)
                 default = None if cfg.seed is None else cfg.seed if cfg.finetune.enabled else \
                     cfg.seed * 10_007 + trial.number
@@ -295,13 +312,40 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
                 check_lease()
                 trial = pending.pop(outcome.number)
                 _tell(study, trial, outcome, retry=cfg.retry_failed)
+                for waiting in waiting_on.pop(outcome.number, []):
+                    _tell_repeat(study, waiting, outcome.number)
                 if progress:
                     progress("end", outcome.number, outcome, study)
                 save_results(study, work_dir)
     except KeyboardInterrupt:
-        studies.requeue(study, list(pending.values()))
+        studies.requeue(study, list(pending.values()) + [t for ts in waiting_on.values() for t in ts])
         raise
-    return len(studies.counted(study)) >= cfg.budget
+    done = len(studies.counted(study))
+    if repeats.exhausted and done < cfg.budget:
+        log(f"screening ends after {done} of {cfg.budget} trainings: every loss of the space was screened and the "
+            f"last {MAX_IN_A_ROW} proposals repeated one; widen the space (--spaces) to screen more")
+    return done >= cfg.budget or repeats.exhausted
+
+
+def _repeat(study, trial, earlier: int, pending: dict, waiting_on: dict) -> None:
+    """A proposal of a loss already screened (by trial ``earlier``): told that trial's outcome, not trained."""
+    if any(t.number == earlier for t in pending.values()):
+        number = next(n for n, t in pending.items() if t.number == earlier)
+        waiting_on.setdefault(number, []).append(trial)
+    else:
+        _tell_repeat(study, trial, earlier)
+
+
+def _tell_repeat(study, trial, earlier: int) -> None:
+    original = study.get_trials(deepcopy=False)[earlier]  # Optuna numbers a study's trials 0, 1, ... in order
+    trial.set_user_attr(rec.PHASE, "repeat")
+    trial.set_user_attr(rec.REPEAT_OF, earlier)
+    if original.state == rec.COMPLETE:
+        study.tell(trial, original.value)
+    elif original.state == optuna.trial.TrialState.PRUNED:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log, check_lease) -> None:
