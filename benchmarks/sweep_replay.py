@@ -21,7 +21,8 @@ Per dataset it prints:
 - power: a loss planted into the table (Dice+CE's cases shifted by +2 points on the objective's metrics), how often
   the replay switches to it (or to a real loss whose true gain is at least as large), next to what
   ``bench_verdict_power.py``'s model predicts at the same case count.
-Last line: the headline over the datasets.
+Where ``benchmarks/sweep.py search DATASET`` ran, the real search against the replay and the sweep
+(``sweep_search_check``). Last line: the headline over the datasets.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+import sweep_search_check
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT / "benchmarks" / "results" / "sweep"
@@ -396,7 +399,10 @@ def main() -> None:
               f"{ {k: round(v, 3) for k, v in s['switched_to'].items()} }")
         print(f"planted +2 points: found {100 * found:.1f}% (bench_verdict_power model at {cases} cases, noise "
               f"{noise.sd('dice'):.3f}: {100 * predicted:.1f}%)")
-        report[sweep.name] = s | {"truth": t, "aa_real": aa, "aa_replay": aa_rate, "planted_found": found,
+        real = sweep_search_check.check(sweep, folder, outcomes, fold_objective, BASELINE)
+        if real is not None:
+            print("\n".join(sweep_search_check.describe(real)))
+        report[sweep.name] = s | {"real_search": real, "truth": t, "aa_real": aa, "aa_replay": aa_rate, "planted_found": found,
                                   "planted_predicted": predicted, "cases": cases, "folds": folds}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))

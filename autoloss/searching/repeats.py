@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import random
 
+import optuna
+
+from autoloss.searching import records as rec
+
 MAX_IN_A_ROW = 20
 
 
@@ -58,7 +62,6 @@ class Repeats:
 def screened_keys(study) -> dict[str, tuple[int, str]]:
     """{loss key: (first trial number, loss name)} over a study's screening trials that finished and were not
     re-queued."""
-    from autoloss.searching import records as rec
     from autoloss.searching.study import FINISHED
 
     out: dict[str, int] = {}
@@ -67,3 +70,25 @@ def screened_keys(study) -> dict[str, tuple[int, str]]:
         if spec is not None and rec.phase(t) == "screen" and not rec.replaced(t):
             out.setdefault(spec.key(), (t.number, spec.name))
     return out
+
+
+def tell_or_hold(study: optuna.Study, trial: optuna.Trial, earlier: int, pending: dict, held: dict) -> None:
+    """Tell ``trial`` (a repeat of trial ``earlier``) its outcome now, or, while ``earlier`` still trains
+    (``pending``: {job number: trial}), hold it in ``held`` ({job number: [trials]}) until it ends."""
+    job = next((n for n, t in pending.items() if t.number == earlier), None)
+    if job is None:
+        tell_repeat(study, trial, earlier)
+    else:
+        held.setdefault(job, []).append(trial)
+
+
+def tell_repeat(study: optuna.Study, trial: optuna.Trial, earlier: int) -> None:
+    original = study.get_trials(deepcopy=False)[earlier]  # Optuna numbers a study's trials 0, 1, ... in order
+    trial.set_user_attr(rec.PHASE, "repeat")
+    trial.set_user_attr(rec.REPEAT_OF, earlier)
+    if original.state == rec.COMPLETE:
+        study.tell(trial, original.value)
+    elif original.state == optuna.trial.TrialState.PRUNED:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)

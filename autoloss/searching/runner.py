@@ -33,7 +33,7 @@ from autoloss.searching.lease import study_lease
 from autoloss.searching.lock import WorkDirLock, describe_stale
 from autoloss.searching.options import check_folds, check_search_config
 from autoloss.searching.reaper import guard_process_tree
-from autoloss.searching.repeats import MAX_IN_A_ROW, Repeats, screened_keys
+from autoloss.searching.repeats import MAX_IN_A_ROW, Repeats, screened_keys, tell_or_hold, tell_repeat
 from autoloss.searching.results import save_results
 from autoloss.searching.space import SearchSpace
 from autoloss.searching.trial import TrialJob, TrialOutcome, execute
@@ -285,7 +285,7 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
                 trial.set_user_attr(rec.SPEC, spec.to_dict())
                 earlier = repeats.earlier(spec.key())
                 if earlier is not None:
-                    _repeat(study, trial, earlier, pending, waiting_on)
+                    tell_or_hold(study, trial, earlier, pending, waiting_on)
                     untried = repeats.untried(space.losses, None if cfg.seed is None else
                                               cfg.seed * 10_007 + trial.number)
                     if untried and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
@@ -313,7 +313,7 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
                 trial = pending.pop(outcome.number)
                 _tell(study, trial, outcome, retry=cfg.retry_failed)
                 for waiting in waiting_on.pop(outcome.number, []):
-                    _tell_repeat(study, waiting, outcome.number)
+                    tell_repeat(study, waiting, outcome.number)
                 if progress:
                     progress("end", outcome.number, outcome, study)
                 save_results(study, work_dir)
@@ -325,27 +325,6 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
         log(f"screening ends after {done} of {cfg.budget} trainings: every loss of the space was screened and the "
             f"last {MAX_IN_A_ROW} proposals repeated one; widen the space (--spaces) to screen more")
     return done >= cfg.budget or repeats.exhausted
-
-
-def _repeat(study, trial, earlier: int, pending: dict, waiting_on: dict) -> None:
-    """A proposal of a loss already screened (by trial ``earlier``): told that trial's outcome, not trained."""
-    if any(t.number == earlier for t in pending.values()):
-        number = next(n for n, t in pending.items() if t.number == earlier)
-        waiting_on.setdefault(number, []).append(trial)
-    else:
-        _tell_repeat(study, trial, earlier)
-
-
-def _tell_repeat(study, trial, earlier: int) -> None:
-    original = study.get_trials(deepcopy=False)[earlier]  # Optuna numbers a study's trials 0, 1, ... in order
-    trial.set_user_attr(rec.PHASE, "repeat")
-    trial.set_user_attr(rec.REPEAT_OF, earlier)
-    if original.state == rec.COMPLETE:
-        study.tell(trial, original.value)
-    elif original.state == optuna.trial.TrialState.PRUNED:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    else:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log, check_lease) -> None:
