@@ -59,3 +59,10 @@ def test_a_space_of_fixed_losses_trains_each_once_and_ends_the_screening(search_
     # resumed with a larger budget: nothing is trained again, the space is still exhausted
     study = run_search(cfg.__class__(**(cfg.__dict__ | {"budget": 6})), log=logs.append)
     assert len(studies.counted(study)) == 2
+
+
+def test_a_re_queued_trial_is_no_repeat_of_itself():
+    r = Repeats({"a": (0, "DiceCE")})
+    r.add("b", 1, "DiceFocal")
+    r.forget(1)  # trial 1's worker died: it was queued again under a new number
+    assert r.earlier("b") is None and r.earlier("a") == 0

@@ -49,6 +49,10 @@ class Repeats:
         self.screened.setdefault(key, number)
         self.names.add(name)
 
+    def forget(self, number: int) -> None:
+        """Trial ``number`` was re-queued (its worker died): its loss was not screened, it runs again as itself."""
+        self.screened = {key: n for key, n in self.screened.items() if n != number}
+
     def untried(self, losses: list[str], seed: int | None) -> str | None:
         """A loss name of ``losses`` never screened (seeded choice), None when every one was."""
         left = [name for name in losses if name not in self.names]

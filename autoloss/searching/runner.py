@@ -312,6 +312,8 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
                 check_lease()
                 trial = pending.pop(outcome.number)
                 _tell(study, trial, outcome, retry=cfg.retry_failed)
+                if rec.replaced(study.get_trials(deepcopy=False)[trial.number]):  # re-queued (its worker died)
+                    repeats.forget(trial.number)
                 for waiting in waiting_on.pop(outcome.number, []):
                     tell_repeat(study, waiting, outcome.number)
                 if progress:
