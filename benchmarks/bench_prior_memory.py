@@ -76,12 +76,12 @@ def main() -> None:
                          "memory_rank": rank_of(best, memory), "rules_top1": rules[0].spec.name,
                          "memory_top1": memory[0].spec.name, "target": target})
 
-    head = f"{'record':<13}{'dataset':<26}{'src':<6}{'verdict':<9}{'best':<11}{'rank rules':>11}{'rank +mem':>10}  " \
+    head = f"{'record':<13}{'dataset':<30}{'src':<6}{'verdict':<9}{'best':<11}{'rank rules':>11}{'rank +mem':>10}  " \
            f"{'top1 rules':<11}{'top1 +mem':<11}"
     print(head)
     print("-" * len(head))
     for x in rows:
-        print(f"{x['record']:<13}{x['dataset']:<26}{x['source']:<6}{x['decision']:<9}{x['best']:<11}"
+        print(f"{x['record']:<13}{x['dataset'][:29]:<30}{x['source']:<6}{x['decision']:<9}{x['best']:<11}"
               f"{x['rules_rank']:>11}{x['memory_rank']:>10}  {x['rules_top1']:<11}{x['memory_top1']:<11}")
     n = len(rows)
     mean_rules = statistics.mean(x["rules_rank"] for x in rows)

@@ -148,9 +148,10 @@ class Noise:
     def __init__(self, sweep: Sweep, arm_a: str = "scratch", arm_b: str = "scratch_seed2"):
         a, b = sweep.tables[arm_a][BASELINE], sweep.tables[arm_b].get(BASELINE, {})
         diffs: dict[str, list[float]] = defaultdict(list)
-        for fold in set(a) & set(b):
-            for case in set(a[fold]) & set(b[fold]):
-                for cls in set(a[fold][case]) & set(b[fold][case]):
+        # sorted: a set of strings iterates in a per-process hash order, and the draws' order must not vary
+        for fold in sorted(set(a) & set(b)):
+            for case in sorted(set(a[fold]) & set(b[fold])):
+                for cls in sorted(set(a[fold][case]) & set(b[fold][case])):
                     for m, va in a[fold][case][cls].items():
                         vb = b[fold][case][cls].get(m)
                         if vb is not None and math.isfinite(va) and math.isfinite(vb):

@@ -108,3 +108,35 @@ def test_a_sweep_in_progress_is_read_on_the_folds_every_loss_finished(tmp_path):
     assert sr.common_folds(sweep) == [0, 1, 2]
     sr.restrict(sweep, sr.common_folds(sweep))
     assert all(t["cases"] == 36 for t in sr.truth(sweep).values())
+
+
+def test_a_finished_sweep_writes_a_valid_measured_knowledge_record(tmp_path):
+    import sweep_records
+
+    from autoloss.knowledge.schema import best_loss, validate_record
+
+    montgomery = Path(sr.DEFAULT_DIR) / "MontgomeryLungs"
+    folder = write_sweep(tmp_path / "win", {"DiceCE": 0, "DiceFocal": 0.06, "DiceTopK10": -0.05, "DiceTopK90": 0.0})
+    meta = json.loads((folder / "meta.json").read_text())
+    meta |= {k: json.loads((montgomery / "meta.json").read_text())[k] for k in ("fidelity", "network_config")}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "fingerprint.json").write_text((montgomery / "fingerprint.json").read_text())
+    record = validate_record(sweep_records.sweep_record(folder), "test")
+    assert record["verdict"]["decision"] == "switch" and record["verdict"]["loss"]["name"] == "DiceFocal"
+    assert best_loss(record) == "DiceFocal"
+    assert {r["spec"]["name"] for r in record["results"]} == {"DiceFocal", "DiceTopK"}
+    assert all(r["cases"] == 60 for r in record["results"])  # every case of the 5 folds
+
+    rows = list(csv.reader(open(folder / "cases.csv")))
+    with open(folder / "cases.csv", "w", newline="") as fh:  # a fold missing: no record yet
+        csv.writer(fh).writerows([rows[0]] + [r for r in rows[1:] if not (r[1] == "DiceFocal" and r[2] == "4")])
+    assert sweep_records.sweep_record(folder) is None
+
+
+def test_a_tie_is_not_a_records_best_loss():
+    from autoloss.knowledge.schema import best_loss
+
+    tie = {"results": [{"spec": {"name": "DiceTopK"}, "gain": 0.002, "ci": [-0.001, 0.005]}]}
+    win = {"results": [{"spec": {"name": "DiceTopK"}, "gain": 0.002, "ci": [0.001, 0.004]}]}
+    published = {"results": [{"spec": {"name": "DiceTopK"}, "gain": 0.002, "ci": None}]}
+    assert (best_loss(tie), best_loss(win), best_loss(published)) == ("DiceCE", "DiceTopK", "DiceTopK")

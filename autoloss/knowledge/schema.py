@@ -157,9 +157,13 @@ def winner(record: dict[str, Any]) -> LossSpec | None:
 
 
 def best_loss(record: dict[str, Any], baseline: str = "DiceCE") -> str:
-    """The record's best loss by its mean gain (Dice+CE, gain 0, when nothing beat it)."""
+    """The record's best loss by its mean gain (Dice+CE, gain 0, when nothing beat it). A measured gain whose
+    interval reaches 0 did not beat Dice+CE (a published mean has no interval: its sign decides)."""
     best, gain = baseline, 0.0
     for r in record["results"]:
+        ci = r.get("ci") or [None, None]
+        if ci[0] is not None and ci[0] <= 0:
+            continue
         if r["gain"] is not None and r["gain"] > gain:
             best, gain = r["spec"]["name"], r["gain"]
     return best
