@@ -165,6 +165,8 @@ def write_meta(d: SweepDataset, fp: dict, network: dict, tables: Tables) -> str:
             "network": scaled.describe(network), "network_config": network, "fidelity": {"configuration": d.configuration, "epochs": d.epochs,
                                                                "iterations_per_epoch": d.iterations},
             "regimes": {c: v.get("regime") for c, v in fp.get("classes", {}).items()}}
+    old = json.loads((tables.folder / "meta.json").read_text()) if (tables.folder / "meta.json").exists() else {}
+    meta["extra"] = old.get("extra", [])  # losses trained beside the grid (--extra), kept across runs
     (tables.folder / "meta.json").write_text(json.dumps(meta, indent=2))
     (tables.folder / "fingerprint.json").write_text(json.dumps(fp, indent=2))  # for the knowledge records
     return objective
@@ -186,6 +188,21 @@ def plan(d: SweepDataset, arms: list[str]) -> list[tuple[str, str, object, int, 
     return jobs
 
 
+def extra_jobs(tables: Tables, extra: list[str]) -> list[tuple[str, str, object, int, int]]:
+    """``LABEL=SPEC_JSON`` losses trained from scratch on every fold beside the grid (e.g. the loss a real search
+    chose that the grid lacks, so the truth covers it); recorded in meta.json's ``extra``, left out of the replay."""
+    from autoloss.spec import LossSpec
+
+    meta = json.loads((tables.folder / "meta.json").read_text())
+    for item in extra:
+        label, _, spec_json = item.partition("=")
+        entry = {"label": label, "spec": LossSpec.from_dict(json.loads(spec_json)).to_dict()}
+        if entry not in meta["extra"]:
+            meta["extra"].append(entry)
+    (tables.folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    return [("scratch", e["label"], LossSpec.from_dict(e["spec"]), fold, 0) for e in meta["extra"] for fold in FOLDS]
+
+
 def train(args) -> None:
     from autoloss.nnunet.finetune import BaseTraining, Continuation, base_folder, continuation_lr
     from autoloss.nnunet.run import Fidelity, run_trial
@@ -202,7 +219,7 @@ def train(args) -> None:
         fid = Fidelity(configuration=d.configuration, epochs=d.epochs, iterations_per_epoch=d.iterations,
                        val_iterations_per_epoch=d.val_iterations)
         done = tables.done()
-        todo = [j for j in plan(d, args.arms) if (j[0], j[1], j[3], j[4]) not in done]
+        todo = [j for j in plan(d, args.arms) + extra_jobs(tables, args.extra) if (j[0], j[1], j[3], j[4]) not in done]
         print(f"{d.name}: {len(done)} trainings done, {len(todo)} to go; {scaled_label(network)}; objective "
               f"{objective}", flush=True)
         for arm, label, spec, fold, seed in todo:
@@ -270,6 +287,8 @@ def main() -> None:
     p = sub.add_parser("train")
     p.add_argument("datasets", nargs="*", help=f"any of {', '.join(DATASETS)} (default: all, in that order)")
     p.add_argument("--arms", nargs="+", default=["scratch", "seed2", "long", "finetune"])
+    p.add_argument("--extra", nargs="*", default=[], metavar="LABEL=SPEC_JSON",
+                   help="a loss outside the grid trained on every fold (its truth, not part of the replay)")
     p.set_defaults(func=train)
     p = sub.add_parser("search")
     p.add_argument("dataset", choices=list(DATASETS))

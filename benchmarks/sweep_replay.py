@@ -1,6 +1,6 @@
 """Does the search choose right? The product's procedure replayed over an exhaustive sweep's per-case table.
 
-    python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8] [--train-repeats]
+    python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8] [--train-repeats] [--iid-noise]
 
 Input: one folder per dataset written by ``benchmarks/sweep.py`` (``cases.csv``: one row per training, validation
 case and class with its metrics; ``meta.json``: the objective, the grid of LossSpecs in the prior's order, the
@@ -11,8 +11,9 @@ Per dataset it prints:
   the objective and on Dice, with the 95 % interval and the Wilcoxon p-value, and whether it beats, ties or loses;
 - the real A/A: Dice+CE seed b against seed a through the verdict (any `switch` is false);
 - the replay (``--seeds`` times): the validated cases dealt at random into folds of the original sizes (a rerun on
-  another split) and every value given run noise drawn from the Dice+CE seed pair (the per-case differences /
-  sqrt 2), then the product's own procedure: Dice+CE
+  another split) and every (loss, fold) training given run noise drawn from the Dice+CE seed pair (a shift shared
+  by all its cases, from the pair's fold-mean differences, plus each case's residual, all / sqrt 2; ``--iid-noise``:
+  per-case noise only), then the product's own procedure: Dice+CE
   and the prior's picks enqueued, TPE over the rest of the grid up to ``--budget`` screening trials on fold 0, the
   top 2 confirmed against Dice+CE on the confirmation folds, ``autoloss.searching.verdict.decide``. Reported: the
   verdict distribution, regret (the true gain of the best significantly-better loss, or 0, minus the true gain of
@@ -143,26 +144,44 @@ def best_true_gain(t: dict[str, dict]) -> tuple[str | None, float]:
 
 
 class Noise:
-    """Run noise per metric drawn from the Dice+CE seed pair: (a_i - b_i) / sqrt(2) over its cases and classes."""
+    """Run noise per metric drawn from the Dice+CE seed pair. A rerun moves a whole training (every case of its
+    fold shifts together: the seed pair's fold means differ by a few tenths of a point) and each case around it:
+    ``shifts`` are the fold-mean differences / sqrt 2 (both signs), ``draws`` the per-case residuals (a_i - b_i -
+    the fold's mean difference) / sqrt 2. ``training_shift=False``: case noise only, i.i.d. (the model before)."""
 
-    def __init__(self, sweep: Sweep, arm_a: str = "scratch", arm_b: str = "scratch_seed2"):
+    def __init__(self, sweep: Sweep, arm_a: str = "scratch", arm_b: str = "scratch_seed2",
+                 training_shift: bool = True):
         a, b = sweep.tables[arm_a][BASELINE], sweep.tables[arm_b].get(BASELINE, {})
         diffs: dict[str, list[float]] = defaultdict(list)
+        shifts: dict[str, list[float]] = defaultdict(list)
         # sorted: a set of strings iterates in a per-process hash order, and the draws' order must not vary
         for fold in sorted(set(a) & set(b)):
+            by_metric: dict[str, list[float]] = defaultdict(list)
             for case in sorted(set(a[fold]) & set(b[fold])):
                 for cls in sorted(set(a[fold][case]) & set(b[fold][case])):
                     for m, va in a[fold][case][cls].items():
                         vb = b[fold][case][cls].get(m)
                         if vb is not None and math.isfinite(va) and math.isfinite(vb):
-                            diffs[m].append((va - vb) / math.sqrt(2))
+                            by_metric[m].append(va - vb)
+            for m, d in by_metric.items():
+                mean = float(np.mean(d)) if training_shift else 0.0
+                shifts[m] += [mean / math.sqrt(2), -mean / math.sqrt(2)]
+                diffs[m] += [(x - mean) / math.sqrt(2) for x in d]
         self.draws = {m: np.array(v) for m, v in diffs.items() if v}
+        self.shifts = {m: np.array(v) for m, v in shifts.items() if v}
 
     def sd(self, metric: str = "dice") -> float:
-        d = self.draws.get(metric)
-        return float(d.std()) if d is not None and d.size else float("nan")
+        """The per-case run noise SD (the shift of its training included)."""
+        d, s = self.draws.get(metric), self.shifts.get(metric)
+        if d is None or not d.size:
+            return float("nan")
+        return float(math.sqrt(d.var() + (s.var() if s is not None and s.size else 0.0)))
 
-    def apply(self, rng, case: dict) -> dict:
+    def training(self, rng) -> dict[str, float]:
+        """One training's shift per metric (the same for every case it validates)."""
+        return {m: float(s[rng.integers(s.size)]) for m, s in self.shifts.items()}
+
+    def apply(self, rng, case: dict, shift: dict[str, float] | None = None) -> dict:
         out = {}
         for cls, metrics in case.items():
             noisy = {}
@@ -171,7 +190,7 @@ class Noise:
                 if d is None or not math.isfinite(v):
                     noisy[m] = v
                     continue
-                x = v + float(d[rng.integers(d.size)])
+                x = v + float(d[rng.integers(d.size)]) + (shift or {}).get(m, 0.0)
                 # not clamped at 1: near the ceiling a clamp shrinks a better loss's gain more than the
                 # baseline's (it clipped the planted winner on Montgomery's 0.97-Dice cases)
                 noisy[m] = x if m in HIGHER_IS_BETTER else max(0.0, x)
@@ -194,7 +213,8 @@ def planted_table(base_by_fold: dict, objective: str) -> dict:
 def resample(rng, sweep: Sweep, tables: dict[str, dict], noise: Noise) -> dict[str, dict]:
     """One replay world, as a rerun on another split would be: every validated case is dealt at random into folds of
     the original sizes (without replacement: a case drawn twice would count twice in a paired test and make it
-    anti-conservative), the same deal for every loss so pairs stay paired, and each value gets its own run noise.
+    anti-conservative), the same deal for every loss so pairs stay paired, and each (loss, fold) training its own
+    run noise: one shift for all its cases, and each case's own.
     A case keeps the value its own training gave it."""
     base = tables[BASELINE]
     pool = [(f, c) for f in sorted(base) for c in sorted(base[f])]
@@ -206,7 +226,8 @@ def resample(rng, sweep: Sweep, tables: dict[str, dict], noise: Noise) -> dict[s
         dealt = order[start:start + size]
         start += size
         for key, t in tables.items():
-            out[key][fold] = {f"{f}/{c}": noise.apply(rng, t[f][c]) for f, c in dealt if c in t.get(f, {})}
+            shift = noise.training(rng)  # this loss's training on this fold
+            out[key][fold] = {f"{f}/{c}": noise.apply(rng, t[f][c], shift) for f, c in dealt if c in t.get(f, {})}
     return out
 
 
@@ -283,7 +304,7 @@ def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], sp
 
 
 def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False,
-           train_repeats: bool = False) -> list[tuple[str, str | None]]:
+           train_repeats: bool = False, training_shift: bool = True) -> list[tuple[str, str | None]]:
     tables = {k: dict(v) for k, v in sweep.tables["scratch"].items()}
     specs = {g["label"]: g["spec"] for g in sweep.grid}
     order = [g["label"] for g in sweep.grid]
@@ -291,7 +312,7 @@ def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False,
         tables[PLANTED] = planted_table(tables[BASELINE], sweep.objective)
         specs[PLANTED] = AA_SPEC  # a distinct spec with Dice+CE's terms
         order = order + [PLANTED]  # the prior knows nothing of it: TPE must find it
-    noise = Noise(sweep)
+    noise = Noise(sweep, training_shift=training_shift)
     rng = np.random.default_rng(0)
     return [replay_once(rng, sweep, tables, order, specs, noise, budget, seed=s, train_repeats=train_repeats)
             for s in range(seeds)]
@@ -353,6 +374,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--train-repeats", action="store_true",
                         help="the procedure before the repeat rule: a loss proposed again is trained again")
+    parser.add_argument("--iid-noise", action="store_true",
+                        help="run noise per case only (the model before): no shift shared by a training's cases")
     args = parser.parse_args()
     folders = sorted(p.parent for p in Path(args.folder).glob("*/meta.json"))
     if not folders:
@@ -375,11 +398,13 @@ def main() -> None:
         for key, r in sorted(t.items(), key=lambda kv: -kv[1]["gain"]):
             print(f"{key[:34]:<34} {100 * r['gain']:+6.2f} [{100 * r['ci'][0]:+6.2f},{100 * r['ci'][1]:+6.2f}] "
                   f"{r['p']:7.3g} {100 * r['dice_gain']:+9.2f} {r['cases']:5d} {r['call']}")
-        noise = Noise(sweep)
+        noise = Noise(sweep, training_shift=not args.iid_noise)
         aa = real_aa(sweep)
-        outcomes = replay(sweep, args.seeds, args.budget, train_repeats=args.train_repeats)
+        outcomes = replay(sweep, args.seeds, args.budget, train_repeats=args.train_repeats,
+                          training_shift=not args.iid_noise)
         s = summarise(outcomes, t)
-        planted = replay(sweep, args.seeds, args.budget, planted=True, train_repeats=args.train_repeats)
+        planted = replay(sweep, args.seeds, args.budget, planted=True, train_repeats=args.train_repeats,
+                         training_shift=not args.iid_noise)
         found = sum(1 for d, l in planted if d == "switch" and (l == PLANTED or (l in t and t[l]["call"] == "beats"
                                                                                 and t[l]["gain"] >= PLANTED_GAIN))) / len(planted)
         cases = sum(len(sweep.tables["scratch"][BASELINE].get(f, {})) for f in sweep.confirm_folds)

@@ -29,7 +29,8 @@ def check(sweep, folder: Path, outcomes: list[tuple[str, str | None]], fold_obje
     if not (search / "results.csv").is_file() or not (search / "verdict.json").is_file():
         return None
     verdict = json.loads((search / "verdict.json").read_text())["verdict"]
-    by_describe = {LossSpec.from_dict(g["spec"]).describe(): g["label"] for g in sweep.grid}
+    extra = json.loads((folder / "meta.json").read_text()).get("extra", [])  # losses trained beside the grid
+    by_describe = {LossSpec.from_dict(g["spec"]).describe(): g["label"] for g in sweep.grid + extra}
     chosen = by_describe.get(verdict.get("describe")) if verdict["decision"] == "switch" else None
     same = sum(1 for d, loss in outcomes if d == verdict["decision"] and (d != "switch" or loss == chosen))
     sd = fold_seed_sd(sweep, fold_objective, baseline)

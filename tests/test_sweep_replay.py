@@ -140,3 +140,22 @@ def test_a_tie_is_not_a_records_best_loss():
     win = {"results": [{"spec": {"name": "DiceTopK"}, "gain": 0.002, "ci": [0.001, 0.004]}]}
     published = {"results": [{"spec": {"name": "DiceTopK"}, "gain": 0.002, "ci": None}]}
     assert (best_loss(tie), best_loss(win), best_loss(published)) == ("DiceCE", "DiceTopK", "DiceTopK")
+
+
+def test_run_noise_moves_a_whole_training_as_the_seed_pair_did(tmp_path):
+    """The seed pair's fold means differ (a training-level shift); the replay's noise carries it, shared by every
+    case of a training, and the per-case residuals have it taken out."""
+    folder = write_sweep(tmp_path / "shift", {k: 0.0 for k, _ in GRID})
+    rows = list(csv.reader(open(folder / "cases.csv")))
+    with open(folder / "cases.csv", "w", newline="") as fh:  # seed b's fold 1 a whole 3 points lower
+        csv.writer(fh).writerows([rows[0]] + [r[:6] + [round(float(r[6]) - 0.03, 5)] if r[0] == "scratch_seed2"
+                                              and r[2] == "1" else r for r in rows[1:]])
+    sweep = sr.load_sweep(folder)
+    noise, iid = sr.Noise(sweep), sr.Noise(sweep, training_shift=False)
+    assert max(abs(noise.shifts["dice"])) == pytest.approx(0.03 / np.sqrt(2), abs=0.01)
+    assert abs(noise.draws["dice"].mean()) < 1e-9 and not iid.shifts["dice"].any()
+    shift = {"dice": 0.05}
+    case = {"1": {"dice": 0.5}}
+    rng = np.random.default_rng(0)
+    moved = [noise.apply(rng, case, shift)["1"]["dice"] - 0.5 for _ in range(400)]
+    assert np.mean(moved) == pytest.approx(0.05, abs=0.005)
