@@ -248,3 +248,19 @@ def test_a_damaged_store_names_every_bad_line_and_serves_the_good_records(tmp_pa
     assert store.file.with_name("records.jsonl.rejected").read_text() == "".join(b + "\n" for b in bad)
     assert main(["knowledge", "check"]) == 0
     assert [r["id"] for r in store.user_records()] == [second["id"], third["id"]]
+
+
+def test_gains_are_grouped_by_the_objective_they_were_measured_in():
+    """A loss's Dice gain and its Dice+clDice gain are not one quantity: when near records measured it in the new
+    dataset's own objective, only those predict; with none in it, every record does."""
+    target = fingerprint(fraction=0.031, object_voxels=2.9e5)
+    in_dice = record("InDice", NEAR[0], gain=0.05)
+    composite = record("InComposite", NEAR[1], gain=-0.05)
+    composite["metric"] = "classwise:1=dice+cldice"
+    model = ranking.MemoryModel([in_dice, composite])
+    near = model.neighbours(target)
+    assert model.predict(near, "DiceBD", "dice")[0] == pytest.approx(0.05)
+    assert model.predict(near, "DiceBD", "classwise:1=dice+cldice")[0] == pytest.approx(-0.05)
+    pooled = model.predict(near, "DiceBD", "classwise:1=dice+nsd")[0]  # measured in neither: both count
+    assert -0.05 < pooled < 0.05
+    assert ranking._objective_of(target) == "dice"

@@ -95,13 +95,19 @@ class MemoryModel:
                for r, di in zip(self.records, d) if di == di and di <= cut]
         return sorted(out, key=lambda n: n.distance)
 
-    def predict(self, neighbours: list[Neighbour], loss: str) -> tuple[float, float, list[tuple[Neighbour, dict]]]:
-        """(predicted gain, weight in [0, 1), the neighbours with their result for ``loss``)."""
+    def predict(self, neighbours: list[Neighbour], loss: str,
+                objective: str | None = None) -> tuple[float, float, list[tuple[Neighbour, dict]]]:
+        """(predicted gain, weight in [0, 1), the neighbours with their result for ``loss``). Gains are grouped by
+        the objective they were measured in: when some neighbours measured ``loss`` in ``objective`` (the one the
+        new dataset's search would judge with), only those count; a Dice gain and a Dice+clDice gain are not one
+        quantity. With none in that objective, all of them count (each named with its metric)."""
         used = []
         for n in neighbours:
             results = [r for r in n.record["results"] if r["spec"]["name"] == loss and r["gain"] is not None]
             if results:
                 used.append((n, max(results, key=lambda r: r["gain"])))
+        same = [(n, r) for n, r in used if n.record.get("metric", "dice") == objective]
+        used = same or used
         mass = sum(n.kernel for n, _ in used)
         if mass <= 0:
             return 0.0, 0.0, []
@@ -139,8 +145,9 @@ def apply_memory(recs, fingerprint: dict[str, Any], cfg: dict[str, Any] | None =
     near = model.neighbours(fingerprint)
     if not near:
         return
+    objective = _objective_of(fingerprint)
     for rec in (recs.values() if isinstance(recs, dict) else recs):
-        gain, weight, used = model.predict(near, rec.spec.name)
+        gain, weight, used = model.predict(near, rec.spec.name, objective)
         adjust = max(-cfg["max_adjust"], min(cfg["max_adjust"], cfg["gain_to_score"] * weight * gain))
         if not used:
             continue
@@ -152,6 +159,16 @@ def apply_memory(recs, fingerprint: dict[str, Any], cfg: dict[str, Any] | None =
         rec.reasons.append(f"memory: {named} -> predicted {_pts(gain)} points, weight {weight:.2f} "
                            f"({'up' if adjust > 0 else 'down'} {abs(adjust):.2f})")
         rec.evidence.extend(f"knowledge record {n.record['id']} ({n.record.get('source', '')})" for n, _ in top)
+
+
+def _objective_of(fingerprint: dict[str, Any]) -> str | None:
+    """The objective ``--metric auto`` would judge this dataset with (None when its fingerprint cannot say)."""
+    from autoloss.objectives import auto_objective
+
+    try:
+        return auto_objective(fingerprint)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def recommend_with_memory(fingerprint: dict[str, Any], top: int | None = None) -> list:
