@@ -162,8 +162,8 @@ def write_meta(d: SweepDataset, fp: dict, network: dict, tables: Tables) -> str:
     ranked = sorted(grid, key=lambda g: (g[0] != "DiceCE", order.index(g[1].name) if g[1].name in order else 99))
     meta = {"dataset": d.name, "source": d.source, "objective": objective, "confirm_folds": CONFIRM_FOLDS,
             "screen_fold": 0, "grid": [{"label": label, "spec": spec.to_dict()} for label, spec in ranked],
-            "network": scaled.describe(network), "network_config": network, "fidelity": {"configuration": d.configuration, "epochs": d.epochs,
-                                                               "iterations_per_epoch": d.iterations},
+            "network": scaled.describe(network), "network_config": network,
+            "fidelity": {"configuration": d.configuration, "epochs": d.epochs, "iterations_per_epoch": d.iterations},
             "regimes": {c: v.get("regime") for c, v in fp.get("classes", {}).items()}}
     old = json.loads((tables.folder / "meta.json").read_text()) if (tables.folder / "meta.json").exists() else {}
     meta["extra"] = old.get("extra", [])  # losses trained beside the grid (--extra), kept across runs

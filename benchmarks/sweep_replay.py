@@ -1,6 +1,7 @@
 """Does the search choose right? The product's procedure replayed over an exhaustive sweep's per-case table.
 
-    python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8] [--train-repeats] [--iid-noise]
+    python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8]
+                                      [--train-repeats] [--iid-noise]
 
 Input: one folder per dataset written by ``benchmarks/sweep.py`` (``cases.csv``: one row per training, validation
 case and class with its metrics; ``meta.json``: the objective, the grid of LossSpecs in the prior's order, the
@@ -265,9 +266,7 @@ def screen(world: dict[str, dict], order: list[str], sweep: Sweep, budget: int, 
         v = fold_objective(world[key], sweep.screen_fold, sweep.objective)
         study.tell(trial, v if v == v else 0.0)
         if not train_repeats and repeats.earlier(key) is not None:
-            untried = repeats.untried(keys, seed * 10_007 + trial.number)
-            if untried and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-                study.enqueue_trial({"loss": untried})
+            repeats.propose_untried(study, keys, seed * 10_007 + trial.number)
             continue
         repeats.add(key, trial.number, key)
         values.append((key, v))
@@ -428,8 +427,9 @@ def main() -> None:
         real = sweep_search_check.check(sweep, folder, outcomes, fold_objective, BASELINE)
         if real is not None:
             print("\n".join(sweep_search_check.describe(real)))
-        report[sweep.name] = s | {"real_search": real, "truth": t, "aa_real": aa, "aa_replay": aa_rate, "planted_found": found,
-                                  "planted_predicted": predicted, "cases": cases, "folds": folds}
+        report[sweep.name] = s | {"real_search": real, "truth": t, "aa_real": aa, "aa_replay": aa_rate,
+                                  "planted_found": found, "planted_predicted": predicted, "cases": cases,
+                                  "folds": folds}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
     if report:

@@ -66,3 +66,10 @@ def test_a_re_queued_trial_is_no_repeat_of_itself():
     r.add("b", 1, "DiceFocal")
     r.forget(1)  # trial 1's worker died: it was queued again under a new number
     assert r.earlier("b") is None and r.earlier("a") == 0
+
+
+def test_a_forgotten_trials_loss_is_untried_again():
+    r = Repeats({"a": (0, "DiceCE")})
+    r.add("b", 1, "DiceFocal")
+    r.forget(1)
+    assert r.untried(["DiceCE", "DiceFocal"], seed=0) == "DiceFocal"

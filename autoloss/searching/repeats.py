@@ -25,18 +25,14 @@ class Repeats:
     """Which loss keys were screened (by which trial), and how many proposals in a row were repeats."""
 
     def __init__(self, screened: dict[str, tuple[int, str]] | None = None):
-        self.screened = {key: number for key, (number, _) in (screened or {}).items()}
-        self.names = {name for _, name in (screened or {}).values()}  # loss names screened (any parameters)
+        self.screened = dict(screened or {})  # loss key -> (trial number, loss name)
         self.in_a_row = 0
         self.told: set[str] = set()  # keys whose repeat was said to the user
 
     def earlier(self, key: str) -> int | None:
         """The trial that screened ``key`` (None: a new loss, remembered as screened by the caller's trial)."""
-        number = self.screened.get(key)
-        if number is None:
-            self.in_a_row = 0
-        else:
-            self.in_a_row += 1
+        number = self.screened[key][0] if key in self.screened else None
+        self.in_a_row = 0 if number is None else self.in_a_row + 1
         return number
 
     def first_repeat(self, key: str) -> bool:
@@ -46,17 +42,25 @@ class Repeats:
         return new
 
     def add(self, key: str, number: int, name: str) -> None:
-        self.screened.setdefault(key, number)
-        self.names.add(name)
+        self.screened.setdefault(key, (number, name))
 
     def forget(self, number: int) -> None:
         """Trial ``number`` was re-queued (its worker died): its loss was not screened, it runs again as itself."""
-        self.screened = {key: n for key, n in self.screened.items() if n != number}
+        self.screened = {key: v for key, v in self.screened.items() if v[0] != number}
 
     def untried(self, losses: list[str], seed: int | None) -> str | None:
         """A loss name of ``losses`` never screened (seeded choice), None when every one was."""
-        left = [name for name in losses if name not in self.names]
+        names = {name for _, name in self.screened.values()}
+        left = [name for name in losses if name not in names]
         return random.Random(seed).choice(left) if left else None
+
+    def propose_untried(self, study: optuna.Study, losses: list[str], seed: int | None, **attrs) -> str | None:
+        """After a repeat: queue a loss never screened next (its other parameters sampled as usual), unless
+        trials are waiting already (the prior's, the memory's); returns its name, None when every one was."""
+        name = self.untried(losses, seed)
+        if name and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            study.enqueue_trial({"loss": name}, user_attrs=attrs or None)
+        return name
 
     @property
     def exhausted(self) -> bool:
@@ -68,7 +72,7 @@ def screened_keys(study) -> dict[str, tuple[int, str]]:
     re-queued."""
     from autoloss.searching.study import FINISHED
 
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, str]] = {}
     for t in sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number):
         spec = rec.spec_of(t)
         if spec is not None and rec.phase(t) == "screen" and not rec.replaced(t):

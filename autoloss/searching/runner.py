@@ -286,10 +286,8 @@ def _screen(cfg, study, space, executor, job, work_dir, start, progress, check_l
                 earlier = repeats.earlier(spec.key())
                 if earlier is not None:
                     tell_or_hold(study, trial, earlier, pending, waiting_on)
-                    untried = repeats.untried(space.losses, None if cfg.seed is None else
-                                              cfg.seed * 10_007 + trial.number)
-                    if untried and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-                        study.enqueue_trial({"loss": untried}, user_attrs={rec.SOURCE: "untried"})
+                    untried = repeats.propose_untried(study, space.losses, None if cfg.seed is None else
+                                                      cfg.seed * 10_007 + trial.number, **{rec.SOURCE: "untried"})
                     if repeats.first_repeat(spec.key()):
                         log(f"trial {trial.number}: {spec.describe()} was screened as trial {earlier}: told its "
                             "value, not trained again, not counted" + (f"; next: {untried}, never screened"
