@@ -172,19 +172,19 @@ def write_meta(d: SweepDataset, fp: dict, network: dict, tables: Tables) -> str:
     return objective
 
 
-def plan(d: SweepDataset, arms: list[str]) -> list[tuple[str, str, object, int, int]]:
+def plan(d: SweepDataset, arms: list[str], folds=FOLDS) -> list[tuple[str, str, object, int, int]]:
     """(arm, label, spec, fold, seed) in the order they run: the truth first (scratch, then the seed pair)."""
     grid = d.grid()
     jobs = []
     if "scratch" in arms or "seed2" in arms:
-        for fold in FOLDS:
+        for fold in folds:
             if "scratch" in arms:
                 jobs += [("scratch", label, spec, fold, 0) for label, spec in grid]
             if "seed2" in arms:
                 jobs.append(("scratch_seed2", "DiceCE", grid[0][1], fold, 1))
     for arm in ("long", "finetune"):
         if arm in arms:
-            jobs += [(arm, label, spec, fold, 0) for fold in SIDE_FOLDS for label, spec in grid]
+            jobs += [(arm, label, spec, fold, 0) for fold in SIDE_FOLDS if fold in folds for label, spec in grid]
     return jobs
 
 
@@ -219,7 +219,8 @@ def train(args) -> None:
         fid = Fidelity(configuration=d.configuration, epochs=d.epochs, iterations_per_epoch=d.iterations,
                        val_iterations_per_epoch=d.val_iterations)
         done = tables.done()
-        todo = [j for j in plan(d, args.arms) + extra_jobs(tables, args.extra) if (j[0], j[1], j[3], j[4]) not in done]
+        jobs = plan(d, args.arms, args.folds) + [j for j in extra_jobs(tables, args.extra) if j[3] in args.folds]
+        todo = [j for j in jobs if (j[0], j[1], j[3], j[4]) not in done]
         print(f"{d.name}: {len(done)} trainings done, {len(todo)} to go; {scaled_label(network)}; objective "
               f"{objective}", flush=True)
         for arm, label, spec, fold, seed in todo:
@@ -287,6 +288,8 @@ def main() -> None:
     p = sub.add_parser("train")
     p.add_argument("datasets", nargs="*", help=f"any of {', '.join(DATASETS)} (default: all, in that order)")
     p.add_argument("--arms", nargs="+", default=["scratch", "seed2", "long", "finetune"])
+    p.add_argument("--folds", nargs="+", type=int, default=list(FOLDS),
+                   help="train these folds only (e.g. 0 1 2 on every dataset before folds 3-4 anywhere)")
     p.add_argument("--extra", nargs="*", default=[], metavar="LABEL=SPEC_JSON",
                    help="a loss outside the grid trained on every fold (its truth, not part of the replay)")
     p.set_defaults(func=train)

@@ -1,7 +1,7 @@
 """Does the search choose right? The product's procedure replayed over an exhaustive sweep's per-case table.
 
     python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8]
-                                      [--train-repeats] [--iid-noise]
+                                      [--train-repeats] [--iid-noise] [--confirm-folds 1 2 3 4] [--datasets ...]
 
 Input: one folder per dataset written by ``benchmarks/sweep.py`` (``cases.csv``: one row per training, validation
 case and class with its metrics; ``meta.json``: the objective, the grid of LossSpecs in the prior's order, the
@@ -375,13 +375,19 @@ def main() -> None:
                         help="the procedure before the repeat rule: a loss proposed again is trained again")
     parser.add_argument("--iid-noise", action="store_true",
                         help="run noise per case only (the model before): no shift shared by a training's cases")
+    parser.add_argument("--confirm-folds", type=int, nargs="+",
+                        help="confirm on these folds instead of the product's default (e.g. 1 2 3 4)")
+    parser.add_argument("--datasets", nargs="+", help="only these datasets (folder names)")
     args = parser.parse_args()
-    folders = sorted(p.parent for p in Path(args.folder).glob("*/meta.json"))
+    folders = sorted(p.parent for p in Path(args.folder).glob("*/meta.json")
+                     if not args.datasets or p.parent.name in args.datasets)
     if not folders:
         raise SystemExit(f"no sweep under {args.folder} (run benchmarks/sweep.py first)")
     report = {}
     for folder in folders:
         sweep = load_sweep(folder)
+        if args.confirm_folds:
+            sweep.confirm_folds = sorted(args.confirm_folds)
         folds = common_folds(sweep)
         needed = {sweep.screen_fold, *sweep.confirm_folds}
         if not needed <= set(folds):
