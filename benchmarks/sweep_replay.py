@@ -1,7 +1,8 @@
 """Does the search choose right? The product's procedure replayed over an exhaustive sweep's per-case table.
 
     python benchmarks/sweep_replay.py [benchmarks/results/sweep] [--seeds 500] [--budget 8]
-                                      [--train-repeats] [--iid-noise] [--confirm-folds 1 2 3 4] [--datasets ...]
+                                      [--train-repeats] [--iid-noise] [--confirm-folds 1 2 3 4] [--control-seeds 1]
+                                      [--datasets ...]
 
 Input: one folder per dataset written by ``benchmarks/sweep.py`` (``cases.csv``: one row per training, validation
 case and class with its metrics; ``meta.json``: the objective, the grid of LossSpecs in the prior's order, the
@@ -16,7 +17,9 @@ Per dataset it prints:
   by all its cases, from the pair's fold-mean differences, plus each case's residual, all / sqrt 2; ``--iid-noise``:
   per-case noise only), then the product's own procedure: Dice+CE
   and the prior's picks enqueued, TPE over the rest of the grid up to ``--budget`` screening trials on fold 0, the
-  top 2 confirmed against Dice+CE on the confirmation folds, ``autoloss.searching.verdict.decide``. Reported: the
+  top 2 confirmed against Dice+CE on the confirmation folds the product picks for these fold sizes
+  (``--confirm-folds`` to choose), Dice+CE trained twice there unless ``--control-seeds 1`` (the rule before),
+  ``autoloss.searching.verdict.decide``. Reported: the
   verdict distribution, regret (the true gain of the best significantly-better loss, or 0, minus the true gain of
   the chosen one; keep and inconclusive choose Dice+CE), the false-switch rate (a switch to a loss the truth does
   not say beats Dice+CE) and the missed-win rate (no switch where the truth has a winner);
@@ -69,6 +72,8 @@ class Sweep:
 def load_sweep(folder: Path) -> Sweep:
     meta = json.loads((folder / "meta.json").read_text())
     sweep = Sweep(meta["dataset"], meta["objective"], meta["grid"], meta["confirm_folds"], meta.get("screen_fold", 0))
+    if not (folder / "cases.csv").exists():  # begun: planned and prepared, no training finished yet
+        return sweep
     with open(folder / "cases.csv", newline="") as fh:
         for row in csv.DictReader(fh):
             arm, key, fold = row["arm"], row["loss"], int(row["fold"])
@@ -77,6 +82,15 @@ def load_sweep(folder: Path) -> Sweep:
             sweep.tables[arm][key].setdefault(fold, {}).setdefault(row["case"], {})[row["class"]] = metrics
             sweep.seeds[(arm, key, fold)] = int(row["seed"])
     return sweep
+
+
+def product_folds(sweep: Sweep) -> list[int]:
+    """The confirmation folds the product picks for this split (``autoloss.searching.confirm``): from the Dice+CE
+    table's fold sizes, screening on ``screen_fold``."""
+    from autoloss.searching.confirm import ConfirmSettings, confirmation_folds
+
+    base = sweep.tables["scratch"].get(BASELINE, {})
+    return confirmation_folds(5, (sweep.screen_fold,), ConfirmSettings(), lambda f: len(base.get(f, {})))
 
 
 def common_folds(sweep: Sweep) -> list[int]:
@@ -128,7 +142,14 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
         dice = paired_comparison({k: case_objective(v, "dice") for k, v in cand.items()},
                                  {k: case_objective(v, "dice") for k, v in ref.items()})
         call = "beats" if obj.significant_gain else "loses" if obj.significant_loss else "ties"
+        # training-level check: a case-level test counts a fold's cases as independent, but they share one
+        # training's luck; against the mean of the Dice+CE seed pair (where there is one) per fold
+        pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
+        won = sum(1 for f in folds if fold_objective(by_fold, f, sweep.objective) > np.mean(
+            [fold_objective(base, f, sweep.objective)] + ([fold_objective(pair, f, sweep.objective)] if f in pair
+                                                            else [])))
         out[key] = {"gain": obj.mean_gain, "ci": obj.ci, "p": obj.p_value, "cases": obj.cases, "folds": folds,
+                    "folds_won": won,
                     "dice_gain": dice.mean_gain, "dice_ci": dice.ci, "dice_p": dice.p_value, "call": call}
     return out
 
@@ -273,16 +294,26 @@ def screen(world: dict[str, dict], order: list[str], sweep: Sweep, budget: int, 
     return values
 
 
+BASELINE_B = "DiceCE#b"  # Dice+CE trained again on each confirmation fold (the product's second control)
+
+
 def confirm_and_decide(world: dict[str, dict], candidates: list[str], sweep: Sweep, specs: dict[str, dict]):
+    """The product's verdict (``autoloss.searching.verdict.decide``) on the confirmation folds; with a second
+    Dice+CE training in the world (``--control-seeds 2``, the product's default) a switch must hold against both."""
     from autoloss.paired_stats import ALPHA
     from autoloss.searching.verdict import compare, decide
     from autoloss.spec import LossSpec
 
     alpha = ALPHA / max(1, len(candidates))
-    base = merged(world[BASELINE], sweep.confirm_folds)
-    comps = [compare(merged(world[k], sweep.confirm_folds), base, sweep.objective,
-                     LossSpec.from_dict(specs[k]), alpha) for k in candidates]
-    return decide(comps, sweep.objective, sweep.confirm_folds)
+    folds = sweep.confirm_folds
+
+    def against(control: str):
+        ref = merged(world[control], folds)
+        return [compare(merged(world[k], folds), ref, sweep.objective, LossSpec.from_dict(specs[k]), alpha)
+                for k in candidates]
+
+    second = against(BASELINE_B) if BASELINE_B in world else None
+    return decide(against(BASELINE), sweep.objective, folds, second=second)
 
 
 def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], specs: dict[str, dict],
@@ -302,9 +333,11 @@ def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], sp
     return v.decision, (labels_by_key(specs).get(v.loss.key()) if v.loss else None)
 
 
-def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False,
-           train_repeats: bool = False, training_shift: bool = True) -> list[tuple[str, str | None]]:
+def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False, train_repeats: bool = False,
+           training_shift: bool = True, control_seeds: int = 2) -> list[tuple[str, str | None]]:
     tables = {k: dict(v) for k, v in sweep.tables["scratch"].items()}
+    if control_seeds > 1:
+        tables[BASELINE_B] = tables[BASELINE]  # the same loss, trained again: its own noise in each world
     specs = {g["label"]: g["spec"] for g in sweep.grid}
     order = [g["label"] for g in sweep.grid]
     if planted:
@@ -337,14 +370,17 @@ def summarise(outcomes, t: dict[str, dict]) -> dict:
                             for k in {l for d, l in outcomes if d == "switch"}}}
 
 
-def predicted_power(cases: int, noise_sd: float, runs: int = 400) -> float:
-    """``bench_verdict_power.py``'s model (case effects + run noise, two candidates) at this case count."""
+def predicted_power(cases: int, noise_sd: float, runs: int = 400, training_sd: float = 0.0, folds: int = 2,
+                    control_seeds: int = 1) -> float:
+    """``bench_verdict_power.py``'s model (case effects + run noise, two candidates) at this case count; with
+    ``training_sd`` a shift shared by each training's cases, over ``folds`` folds and ``control_seeds`` controls."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_verdict_power import switch_rate
 
-    return switch_rate(np.random.default_rng(1), cases, PLANTED_GAIN, noise_sd, runs)
+    return switch_rate(np.random.default_rng(1), cases, PLANTED_GAIN, noise_sd, runs, training_sd, folds,
+                       control_seeds)
 
 
 def real_aa(sweep: Sweep) -> str | None:
@@ -376,7 +412,9 @@ def main() -> None:
     parser.add_argument("--iid-noise", action="store_true",
                         help="run noise per case only (the model before): no shift shared by a training's cases")
     parser.add_argument("--confirm-folds", type=int, nargs="+",
-                        help="confirm on these folds instead of the product's default (e.g. 1 2 3 4)")
+                        help="confirm on these folds (default: the product's choice for these fold sizes)")
+    parser.add_argument("--control-seeds", type=int, choices=(1, 2), default=2,
+                        help="Dice+CE trainings per confirmation fold, as the product's option (1: the rule before)")
     parser.add_argument("--datasets", nargs="+", help="only these datasets (folder names)")
     args = parser.parse_args()
     folders = sorted(p.parent for p in Path(args.folder).glob("*/meta.json")
@@ -386,9 +424,10 @@ def main() -> None:
     report = {}
     for folder in folders:
         sweep = load_sweep(folder)
-        if args.confirm_folds:
-            sweep.confirm_folds = sorted(args.confirm_folds)
         folds = common_folds(sweep)
+        sweep.confirm_folds = sorted(args.confirm_folds) if args.confirm_folds else product_folds(sweep)
+        if not set(sweep.confirm_folds) <= set(folds):  # a sweep in progress: the folds it has, as many
+            sweep.confirm_folds = [f for f in folds if f != sweep.screen_fold][:len(sweep.confirm_folds)]
         needed = {sweep.screen_fold, *sweep.confirm_folds}
         if not needed <= set(folds):
             print(f"\n{sweep.name}: sweep in progress (every grid loss on fold(s) {folds or 'none'}; the replay needs "
@@ -399,29 +438,45 @@ def main() -> None:
         t = truth(sweep)
         print(f"\n{sweep.name}: objective {sweep.objective}; truth = paired gain over Dice+CE on every case "
               f"(from scratch, scaled network){partial}")
-        print(f"{'loss':<34} {'gain':>6} {'95% CI':>16} {'p':>7} {'Dice gain':>9} {'cases':>5} call")
+        print(f"{'loss':<34} {'gain':>6} {'95% CI':>16} {'p':>7} {'Dice gain':>9} {'cases':>5} {'folds won':>9} call")
         for key, r in sorted(t.items(), key=lambda kv: -kv[1]["gain"]):
             print(f"{key[:34]:<34} {100 * r['gain']:+6.2f} [{100 * r['ci'][0]:+6.2f},{100 * r['ci'][1]:+6.2f}] "
-                  f"{r['p']:7.3g} {100 * r['dice_gain']:+9.2f} {r['cases']:5d} {r['call']}")
+                  f"{r['p']:7.3g} {100 * r['dice_gain']:+9.2f} {r['cases']:5d} {r['folds_won']:>4}/{len(r['folds'])}"
+                  f"     {r['call']}")
         noise = Noise(sweep, training_shift=not args.iid_noise)
         aa = real_aa(sweep)
         outcomes = replay(sweep, args.seeds, args.budget, train_repeats=args.train_repeats,
-                          training_shift=not args.iid_noise)
+                          training_shift=not args.iid_noise, control_seeds=args.control_seeds)
         s = summarise(outcomes, t)
         planted = replay(sweep, args.seeds, args.budget, planted=True, train_repeats=args.train_repeats,
-                         training_shift=not args.iid_noise)
+                         training_shift=not args.iid_noise, control_seeds=args.control_seeds)
         found = sum(1 for d, l in planted if d == "switch" and (l == PLANTED or (l in t and t[l]["call"] == "beats"
                                                                                 and t[l]["gain"] >= PLANTED_GAIN))) / len(planted)
         cases = sum(len(sweep.tables["scratch"][BASELINE].get(f, {})) for f in sweep.confirm_folds)
-        predicted = predicted_power(cases, noise.sd("dice"))
+        predicted = predicted_power(cases, noise.sd("dice"))  # the model as it was: i.i.d. case noise, one control
+        shift_sd = float(np.std(noise.shifts["dice"])) if "dice" in noise.shifts else 0.0
+        resid_sd = float(np.std(noise.draws["dice"])) if "dice" in noise.draws else noise.sd("dice")
+        predicted_t = predicted_power(cases, resid_sd, training_sd=shift_sd, folds=len(sweep.confirm_folds),
+                                      control_seeds=args.control_seeds)
+        second = {BASELINE_B: sweep.tables["scratch"][BASELINE]} if args.control_seeds > 1 else {}
         aa_replay = [confirm_and_decide(resample(np.random.default_rng(i), sweep,
                                                  {BASELINE: sweep.tables["scratch"][BASELINE],
-                                                  "DiceCE#2": sweep.tables["scratch_seed2"].get(BASELINE, {})}, noise),
+                                                  "DiceCE#2": sweep.tables["scratch_seed2"].get(BASELINE, {})}
+                                                 | second, noise),
                                         ["DiceCE#2"], sweep, {"DiceCE#2": AA_SPEC}).decision
                      for i in range(min(args.seeds, 200))] if sweep.tables["scratch_seed2"] else []
         aa_rate = sum(d == "switch" for d in aa_replay) / len(aa_replay) if aa_replay else float("nan")
-        print(f"run noise SD (Dice, per case, from the seed pair): {noise.sd('dice'):.4f}; real A/A: {aa}; "
-              f"replay A/A false switches {100 * aa_rate:.1f}%")
+        # the model's own null: Dice+CE's table twice, each with its own rerun noise (the seed-b table above
+        # carries its real fold-mean differences from seed a on top of the noise drawn from them)
+        base_table = sweep.tables["scratch"][BASELINE]
+        null = [confirm_and_decide(resample(np.random.default_rng(i), sweep,
+                                            {BASELINE: base_table, "DiceCE#2": base_table} | second, noise),
+                                   ["DiceCE#2"], sweep, {"DiceCE#2": AA_SPEC}).decision
+                for i in range(min(args.seeds, 200))]
+        null_rate = sum(d == "switch" for d in null) / len(null)
+        print(f"run noise SD (Dice, per case, from the seed pair): {noise.sd('dice'):.4f} (training shift SD "
+              f"{float(np.std(noise.shifts.get('dice', [0.0]))):.4f}); real A/A: {aa}; replay A/A false switches "
+              f"{100 * aa_rate:.1f}% (seed b vs seed a), {100 * null_rate:.1f}% (Dice+CE vs itself, two reruns)")
         print(f"replay ({args.seeds} seeds, budget {args.budget}, confirm folds {sweep.confirm_folds}, {cases} "
               f"cases): switch {100 * s['switch']:.1f}% keep {100 * s['keep']:.1f}% inconclusive "
               f"{100 * s['inconclusive']:.1f}%; regret median {100 * s['regret_median']:.2f} mean "
@@ -429,12 +484,17 @@ def main() -> None:
               f"{_pct(s['missed'])}; switched to "
               f"{ {k: round(v, 3) for k, v in s['switched_to'].items()} }")
         print(f"planted +2 points: found {100 * found:.1f}% (bench_verdict_power model at {cases} cases, noise "
-              f"{noise.sd('dice'):.3f}: {100 * predicted:.1f}%)")
+              f"{noise.sd('dice'):.3f}: {100 * predicted:.1f}%; with the training shifts, {resid_sd:.3f} per case + "
+              f"{shift_sd:.3f} per training, {len(sweep.confirm_folds)} folds, {args.control_seeds} control(s): "
+              f"{100 * predicted_t:.1f}%)")
         real = sweep_search_check.check(sweep, folder, outcomes, fold_objective, BASELINE)
         if real is not None:
             print("\n".join(sweep_search_check.describe(real)))
         report[sweep.name] = s | {"real_search": real, "truth": t, "aa_real": aa, "aa_replay": aa_rate,
-                                  "planted_found": found, "planted_predicted": predicted, "cases": cases,
+                                  "aa_null": null_rate, "control_seeds": args.control_seeds,
+                                  "confirm_folds": sweep.confirm_folds,
+                                  "planted_found": found, "planted_predicted": predicted,
+                                  "planted_predicted_training": predicted_t, "cases": cases,
                                   "folds": folds}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
@@ -443,7 +503,8 @@ def main() -> None:
         worst_regret = max(r["regret_median"] for r in report.values())
         print(f"\nheadline: {len(report)} dataset(s); worst false-switch rate {100 * worst_fs:.1f}% (bar 5%); worst "
               f"median regret {100 * worst_regret:.2f} points (bar 0.5); planted winner found "
-              + ", ".join(f"{n} {100 * r['planted_found']:.0f}% vs {100 * r['planted_predicted']:.0f}% predicted"
+              + ", ".join(f"{n} {100 * r['planted_found']:.0f}% vs {100 * r['planted_predicted']:.0f}% predicted "
+                          f"({100 * r['planted_predicted_training']:.0f}% with training shifts)"
                           for n, r in report.items()))
 
 

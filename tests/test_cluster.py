@@ -116,7 +116,7 @@ def test_search_over_two_nodes_with_postgres_resumes_after_the_driver_is_killed(
     assert sorted(json.dumps(t.params, sort_keys=True) for t in interrupted) == \
         sorted(json.dumps(t.params, sort_keys=True) for t in screened)
     confirmed = rec.confirmation_trials(study)
-    assert len(confirmed) == 2 and all(t.state == rec.COMPLETE for t in confirmed)
+    assert len(confirmed) == 3 and all(t.state == rec.COMPLETE for t in confirmed)  # a candidate, Dice+CE twice
 
     import pandas as pd
 

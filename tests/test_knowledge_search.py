@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_a_confirmed_search_writes_a_record_that_knowledge_list_shows(search_work_dir, capsys):
     cfg = SearchConfig(dataset=str(HIPPO), budget=2, fidelity=Fidelity(**TINY), work_dir=search_work_dir,
                        device="cpu", max_cases=MAX_CASES, pruner="none", seed=0, prior_top=2,
-                       confirm=ConfirmSettings(top=1))
+                       confirm=ConfirmSettings(top=1, num_folds=2))
     logs: list[str] = []
     run_search(cfg, log=logs.append)
     assert any(line.startswith("knowledge record ") for line in logs), logs

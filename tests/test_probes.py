@@ -284,10 +284,12 @@ def test_an_interrupted_trial_resumes_first_with_its_seed(tmp_path):
 
 
 def test_the_planned_confirmation_is_what_runs():
-    # --budget 2 screens Dice+CE and one other loss, so --confirm-top 2 can only confirm one candidate
+    # --budget 2 screens Dice+CE and one other loss, so --confirm-top 2 can only confirm one candidate; Dice+CE is
+    # trained twice per fold (--control-seeds 2), once when there is no candidate to hold against it
     screening, confirmation, _ = planned_cost(2, Fidelity(), ConfirmSettings(top=2), 2)
-    assert (screening, confirmation) == (2, 4)
-    assert planned_cost(5, Fidelity(), ConfirmSettings(top=2), 2)[1] == 6
+    assert (screening, confirmation) == (2, 6)
+    assert planned_cost(2, Fidelity(), ConfirmSettings(top=2, control_seeds=1), 2)[1] == 4
+    assert planned_cost(5, Fidelity(), ConfirmSettings(top=2), 2)[1] == 8
     assert planned_cost(1, Fidelity(), ConfirmSettings(top=2), 2)[1] == 2  # Dice+CE only
 
 

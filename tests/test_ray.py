@@ -29,10 +29,10 @@ def config(work, **kw) -> SearchConfig:
 
 
 def test_two_workers_overlap_and_fill_the_same_study(search_work_dir):
-    # the confirmation stage runs through Ray like the screening (one candidate, one fold: 2 trainings)
+    # the confirmation stage runs through Ray like the screening (one candidate and Dice+CE twice, one fold)
     study = run_search(config(search_work_dir, confirm=ConfirmSettings(top=1, num_folds=1)), log=lambda s: None)
     confirmed = rec.confirmation_trials(study)
-    assert sorted(t.user_attrs[rec.SPEC]["name"] == "DiceCE" for t in confirmed) == [False, True]
+    assert sorted(t.user_attrs[rec.SPEC]["name"] == "DiceCE" for t in confirmed) == [False, True, True]
     assert all(t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs[rec.FOLD] == 1 for t in confirmed)
     done = studies.counted(study)
     assert len(done) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in done), \

@@ -29,7 +29,8 @@ STUDY = "autoloss_Dataset103_Hippocampus_2d"
 
 def config(work, **kw) -> SearchConfig:
     base = dict(dataset=str(HIPPO), budget=2, fidelity=Fidelity(**TINY), work_dir=work, device="cpu",
-                max_cases=MAX_CASES, pruner="none", seed=0, prior_top=2, confirm=ConfirmSettings(top=1))
+                max_cases=MAX_CASES, pruner="none", seed=0, prior_top=2,
+                confirm=ConfirmSettings(top=1, num_folds=2))
     base.update(kw)
     return SearchConfig(**base)
 
@@ -42,9 +43,14 @@ def test_screen_confirm_verdict_and_export_follow_the_verdict(search_work_dir, t
     study = run_search(config(search_work_dir), log=lambda s: None)
     assert len(studies.counted(study)) == 2  # the budget counts screening trials only
     confirmed = rec.confirmation_trials(study)
-    # Dice+CE and the best distinct non-baseline screening candidate, each on folds 1 and 2 (never screened)
+    # Dice+CE (twice: seeds 0 and 1) and the best distinct non-baseline screening candidate (seed 0, Dice+CE's
+    # first), each on folds 1 and 2 (never screened)
     assert Counter((t.user_attrs[rec.SPEC]["name"] == "DiceCE", t.user_attrs[rec.FOLD]) for t in confirmed) == {
-        (True, 1): 1, (True, 2): 1, (False, 1): 1, (False, 2): 1}
+        (True, 1): 2, (True, 2): 2, (False, 1): 1, (False, 2): 1}
+    assert sorted(t.user_attrs[rec.REPLICATE] for t in confirmed) == [0, 0, 0, 0, 1, 1]
+    seeds = {p.parent.name: json.loads(p.read_text())["seed"] for p in search_work_dir.glob("trials/confirm_*/result.json")}
+    assert sorted(seeds.values()) == [0, 0, 0, 0, 1, 1]
+    assert all(seed == 1 for name, seed in seeds.items() if "_seed1_" in name)
     assert all(t.params == {} and t.state == optuna.trial.TrialState.COMPLETE for t in confirmed)
     assert all(t.user_attrs[rec.PER_CASE] for t in confirmed)
 
@@ -78,7 +84,7 @@ def test_a_a_search_never_switches(search_work_dir):
                log=lambda s: None)
     twin = LossSpec("DiceCE", {"ce.weight": 1.0})
     load(search_work_dir).enqueue_trial({"loss": "DiceCE"}, user_attrs={rec.SPEC: twin.to_dict(), rec.SOURCE: "test"})
-    study = run_search(config(search_work_dir, budget=2, prior_top=1, confirm=ConfirmSettings(top=1)),
+    study = run_search(config(search_work_dir, budget=2, prior_top=1, confirm=ConfirmSettings(top=1, num_folds=2)),
                        log=lambda s: None)
     verdict = compute_verdict(study)
     assert verdict.comparisons and verdict.comparisons[0].spec == twin
@@ -89,7 +95,7 @@ def test_killed_confirmation_resumes_without_repeating_a_finished_training(searc
     cmd = [sys.executable, "-m", "autoloss", "search", str(HIPPO), "--budget", "2", "--max-cases", str(MAX_CASES),
            "--config", "2d", "--epochs", "2", "--iterations-per-epoch", "4", "--val-iterations", "1",
            "--device", "cpu", "--pruner", "none", "--prior-top", "2", "--confirm-top", "1",
-           "--work-dir", str(search_work_dir)]
+           "--confirm-folds", "1", "2", "--work-dir", str(search_work_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     results = search_work_dir / "results.csv"
     deadline = time.time() + 400
@@ -102,15 +108,16 @@ def test_killed_confirmation_resumes_without_repeating_a_finished_training(searc
     proc.wait()
     before = {(t.user_attrs[rec.SPEC]["name"], t.user_attrs[rec.FOLD], t.number)
               for t in rec.confirmation_trials(load(search_work_dir))}
-    assert 1 <= len(before) < 4
+    assert 1 <= len(before) < 6
 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "verdict: INCONCLUSIVE" in out.stdout  # the verdict is the last thing the search prints
     study = load(search_work_dir)
     confirmed = rec.confirmation_trials(study)
-    keys = Counter((rec.spec_of(t).key(), t.user_attrs[rec.FOLD]) for t in confirmed)
-    assert len(keys) == 4 and set(keys.values()) == {1}  # every (loss, fold) exactly once
+    keys = Counter((rec.result_key(rec.spec_of(t).key(), t.user_attrs[rec.REPLICATE]), t.user_attrs[rec.FOLD])
+                   for t in confirmed)
+    assert len(keys) == 6 and set(keys.values()) == {1}  # every (loss or Dice+CE seed, fold) exactly once
     after = {(t.user_attrs[rec.SPEC]["name"], t.user_attrs[rec.FOLD], t.number) for t in confirmed}
     assert before <= after  # the finished ones were kept, not re-run
     assert len(studies.counted(study)) == 2
@@ -118,6 +125,12 @@ def test_killed_confirmation_resumes_without_repeating_a_finished_training(searc
 
 def test_confirmation_folds_are_checked():
     assert confirmation_folds(5, (0,), ConfirmSettings()) == [1, 2]
+    # by default more folds while the confirmation holds under CONFIRM_CASES cases, never fewer than two
+    assert confirmation_folds(5, (0,), ConfirmSettings(), lambda f: 28) == [1, 2]
+    assert confirmation_folds(5, (0,), ConfirmSettings(), lambda f: 6) == [1, 2, 3, 4]
+    assert confirmation_folds(5, (0,), ConfirmSettings(), lambda f: 15) == [1, 2, 3]
+    assert confirmation_folds(5, (0,), ConfirmSettings(), lambda f: 100) == [1, 2]
+    assert confirmation_folds(5, (0,), ConfirmSettings(num_folds=2), lambda f: 6) == [1, 2]
     assert confirmation_folds(5, (1,), ConfirmSettings(num_folds=3)) == [0, 2, 3]
     assert confirmation_folds(2, (0,), ConfirmSettings()) == [1]
     with pytest.raises(AutolossError, match="never saw"):

@@ -122,10 +122,10 @@ def _study_with(confirm_rows, screening=()):
     for spec, value, per_case in screening:
         study.add_trial(optuna.trial.create_trial(value=value, user_attrs={rec.SPEC: spec.to_dict(),
                                                                            rec.PER_CASE: per_case}))
-    for spec, fold, per_case in confirm_rows:
+    for spec, fold, per_case, *replicate in confirm_rows:
         study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={
             rec.SPEC: spec.to_dict(), rec.PHASE: "confirm", rec.FOLD: fold, rec.EPOCHS: 2,
-            rec.PER_CASE: {str(fold): per_case}}))
+            rec.REPLICATE: replicate[0] if replicate else 0, rec.PER_CASE: {str(fold): per_case}}))
     return study
 
 
@@ -146,6 +146,46 @@ def test_compute_verdict_reads_only_planned_confirmation_folds_and_flags_missing
                                            "folds": [1, 2, 3], "epochs": 2})
     v = compute_verdict(study)
     assert v.decision == "inconclusive" and "2 missing" in v.message
+
+
+def _shifted(cases: dict, by: float) -> dict:
+    return {k: {"1": {"dice": v["1"]["dice"] + by, "nsd": 0.5}} for k, v in cases.items()}
+
+
+def test_a_switch_must_hold_against_a_second_dice_ce_training():
+    # Dice+CE trained twice per fold (seeds 0 and 1). A candidate that only beats an unlucky first Dice+CE training
+    # (all its cases 3 points low: one training's luck, which a per-case test reads as 16 consistent cases) is
+    # kept out; a candidate that beats both trainings switches, and the message quotes both and the gap.
+    base_spec = LossSpec("DiceCE")
+    cases = {f"c{i}": {"1": {"dice": 0.5 + 0.01 * i, "nsd": 0.5}} for i in range(8)}
+    plan = {"candidates": [CAND.to_dict()], "baseline": base_spec.to_dict(), "folds": [1, 2], "epochs": 2,
+            "control_seeds": 2}
+    jitter = {k: {"1": {"dice": v["1"]["dice"] + 0.001 * (i % 3), "nsd": 0.5}} for i, (k, v) in enumerate(cases.items())}
+
+    def study_of(first_shift: float, cand_shift: float):
+        rows = [(base_spec, f, _shifted(cases, first_shift)) for f in (1, 2)] + \
+               [(base_spec, f, jitter, 1) for f in (1, 2)] + [(CAND, f, _shifted(cases, cand_shift)) for f in (1, 2)]
+        study = _study_with(rows)
+        study.set_user_attr(rec.CONFIRM_PLAN, plan)
+        return study
+
+    lucky = compute_verdict(study_of(-0.03, 0.0))
+    assert lucky.decision == "keep" and "not the second" in lucky.message, lucky.message
+    assert lucky.control_gap == pytest.approx(0.031, abs=0.002)  # seed 1 minus seed 0
+    real = compute_verdict(study_of(0.0, 0.05))
+    assert real.decision == "switch" and "second Dice+CE training" in real.message, real.message
+    assert real.to_dict()["control_gap"] == pytest.approx(0.001, abs=0.001)
+    # one control (--control-seeds 1, the rule before): the unlucky training alone decides
+    one = study_of(-0.03, 0.0)
+    one.set_user_attr(rec.CONFIRM_PLAN, plan | {"control_seeds": 1})
+    assert compute_verdict(one).decision == "switch"
+    # the second control's training missing: inconclusive, as any missing confirmation training
+    rows = [(base_spec, f, cases) for f in (1, 2)] + [(base_spec, 1, jitter, 1)] + \
+        [(CAND, f, _shifted(cases, 0.05)) for f in (1, 2)]
+    partial = _study_with(rows)
+    partial.set_user_attr(rec.CONFIRM_PLAN, plan)
+    v = compute_verdict(partial)
+    assert v.decision == "inconclusive" and "1 missing" in v.message
 
 
 def test_screening_alone_never_switches():

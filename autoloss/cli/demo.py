@@ -42,7 +42,7 @@ def run_demo(work_dir: Path, budget: int = 3, epochs: int = 6, iterations: int =
         result = api.search(folder, work_dir=work_dir / "search", budget=budget, device="cpu", configuration="2d",
                             epochs=epochs, iterations_per_epoch=iterations, val_iterations=2, pruner="none",
                             network="small",
-                            prior_top=max(1, budget - 1), confirm_top=1, progress=progress,
+                            prior_top=max(1, budget - 1), confirm_top=1, confirm_folds=(1, 2), progress=progress,
                             memory=False,  # a generated dataset must not teach the user's prior
                             log=lambda line: console.print(line, markup=False, soft_wrap=True))
     console.print(result.summary, markup=False, soft_wrap=True)

@@ -134,6 +134,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                             metric=args.metric,
                             device=args.device, confirm=not args.no_confirm, confirm_top=args.confirm_top,
                             confirm_folds=args.confirm_folds, confirm_epochs=args.confirm_epochs,
+                            control_seeds=args.control_seeds,
                             network=args.network, from_base=args.from_base, base=args.base,
                             base_epochs=args.base_epochs, finetune_epochs=args.finetune_epochs,
                             finetune_lr=args.finetune_lr, progress=progress, log=_logger(console),
@@ -279,7 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="screening fold(s) (default 0; with --base its first fold with a checkpoint)")
     p.add_argument("--confirm-folds", type=int, nargs="+", default=None,
-                   help="folds for the confirmation (default: the first 2 folds the screening did not use)")
+                   help="folds for the confirmation (default: the first folds the screening did not use, at "
+                        "least 2, more while they hold under 40 cases)")
+    p.add_argument("--control-seeds", type=int, default=2,
+                   help="Dice+CE trainings per confirmation fold, each with the next seed; a switch must beat "
+                        "each (default 2; 1: one, cheaper, blind to a lucky or unlucky Dice+CE training)")
     p.add_argument("--confirm-top", type=int, default=2, help="screening candidates confirmed (default 2)")
     p.add_argument("--confirm-epochs", type=int, default=None,
                    help="epochs of a confirmation training (default: the screening's --epochs)")

@@ -5,10 +5,17 @@ better than it is. So the verdict (``autoloss.searching.verdict``) reads only th
 pair is one training, recorded in the study when it finishes (``records``), so a killed search resumes with the
 missing ones. All losses on a fold start from the same seed (common random numbers): their paired difference
 then measures the loss rather than the initialisation.
+
+Two measured refinements (``benchmarks/sweep_replay.py`` over the exhaustive sweep, README "Does the search choose
+right?"): every case of one training shares that training's luck, which a per-case test cannot see. So Dice+CE is
+trained a second time on each confirmation fold with the next seed (``control_seeds``), and a switch must win
+against both Dice+CE trainings (``verdict``); and when folds are small, more folds are confirmed, until the
+confirmation holds ``CONFIRM_CASES`` cases (at least two folds, i.e. two trainings per loss).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import optuna
 
@@ -19,23 +26,29 @@ from autoloss.searching import records as rec
 from autoloss.spec import LossSpec
 
 FULL_TRAINING_ITERATIONS = 1000 * 250  # nnU-Net's default schedule: 1000 epochs x 250 iterations
+MIN_FOLDS = 2  # trainings per loss in the confirmation: one training's luck must not decide alone
+CONFIRM_CASES = 40  # confirm on more folds (when free) until this many validation cases
 
 
 @dataclass(frozen=True)
 class ConfirmSettings:
     enabled: bool = True
     top: int = 2  # distinct candidates confirmed besides Dice+CE
-    folds: tuple[int, ...] | None = None  # None: the first `num_folds` folds the screening did not use
-    num_folds: int = 2
+    folds: tuple[int, ...] | None = None  # None: folds the screening did not use, `num_folds` of them
+    num_folds: int | None = None  # None: at least MIN_FOLDS, more until CONFIRM_CASES cases
     epochs: int | None = None  # None: the screening's epochs
+    control_seeds: int = 2  # Dice+CE trainings per confirmation fold (seed, seed + 1, ...); a switch beats each
 
     def to_dict(self) -> dict:
         return {"enabled": self.enabled, "top": self.top, "folds": list(self.folds) if self.folds else None,
-                "num_folds": self.num_folds, "epochs": self.epochs}
+                "num_folds": self.num_folds, "epochs": self.epochs, "control_seeds": self.control_seeds}
 
 
-def confirmation_folds(available: int, screen_folds: tuple[int, ...], cs: ConfirmSettings) -> list[int]:
-    """The folds to confirm on; a one-line error when they overlap the screening or do not exist."""
+def confirmation_folds(available: int, screen_folds: tuple[int, ...], cs: ConfirmSettings,
+                       fold_cases: Callable[[int], int] | None = None) -> list[int]:
+    """The folds to confirm on; a one-line error when they overlap the screening or do not exist. Without
+    ``--confirm-folds``: ``num_folds`` free folds, or (default) the first free folds that hold ``CONFIRM_CASES``
+    validation cases (``fold_cases(f)``), at least ``MIN_FOLDS``."""
     if cs.folds:
         bad = [f for f in cs.folds if not 0 <= f < available]
         if bad:
@@ -49,7 +62,15 @@ def confirmation_folds(available: int, screen_folds: tuple[int, ...], cs: Confir
     if not free:
         raise AutolossError(f"the split has {available} fold(s), all used by the screening: screen on fewer "
                             "--folds, or use --no-confirm (whose verdict cannot be `switch`)")
-    return free[: cs.num_folds]
+    if cs.num_folds:
+        return free[: cs.num_folds]
+    chosen: list[int] = []
+    for fold in free:
+        if len(chosen) >= MIN_FOLDS and (fold_cases is None or
+                                         sum(fold_cases(f) for f in chosen) >= CONFIRM_CASES):
+            break
+        chosen.append(fold)
+    return chosen
 
 
 def confirm_fidelity(screen: Fidelity, cs: ConfirmSettings, fold: int) -> Fidelity:
@@ -68,26 +89,31 @@ def select_candidates(study: optuna.Study, top: int) -> list[LossSpec]:
     return chosen
 
 
-def make_plan(study: optuna.Study, folds: list[int], epochs: int, top: int) -> dict:
+def make_plan(study: optuna.Study, folds: list[int], epochs: int, top: int, control_seeds: int = 1) -> dict:
     """Choose the candidates now (the screening is finished) and store the plan in the study."""
-    plan = {"candidates": [s.to_dict() for s in select_candidates(study, top)],
-            "baseline": baseline_spec().to_dict(), "folds": folds, "epochs": epochs}
+    candidates = select_candidates(study, top)
+    plan = {"candidates": [s.to_dict() for s in candidates], "baseline": baseline_spec().to_dict(), "folds": folds,
+            "epochs": epochs, "control_seeds": control_seeds if candidates else 1}  # no candidate: no second control
     study.set_user_attr(rec.CONFIRM_PLAN, plan)
     return plan
 
 
-def pending(study: optuna.Study, plan: dict) -> list[tuple[LossSpec, int]]:
-    """(spec, fold) trainings of the plan not yet recorded, Dice+CE first."""
+def pending(study: optuna.Study, plan: dict) -> list[tuple[LossSpec, int, int]]:
+    """(spec, fold, replicate) trainings of the plan not yet recorded, Dice+CE first; replicate r > 0 is Dice+CE
+    trained again with seed + r."""
     done = rec.done_confirmations(study, plan["epochs"])
-    specs = [LossSpec.from_dict(plan["baseline"])] + [LossSpec.from_dict(s) for s in plan["candidates"]]
-    return [(s, f) for f in plan["folds"] for s in specs if (s.key(), f) not in done]
+    base = LossSpec.from_dict(plan["baseline"])
+    specs = [(base, 0)] + [(LossSpec.from_dict(s), 0) for s in plan["candidates"]] + \
+        [(base, r) for r in range(1, plan.get("control_seeds", 1))]
+    return [(s, f, r) for f in plan["folds"] for s, r in specs if (rec.result_key(s.key(), r), f) not in done]
 
 
-def record(study: optuna.Study, spec: LossSpec, fold: int, epochs: int, outcome, objective: str) -> None:
+def record(study: optuna.Study, spec: LossSpec, fold: int, epochs: int, outcome, objective: str,
+           replicate: int = 0) -> None:
     """Add one finished confirmation training to the study (no parameters: the sampler never models it)."""
     attrs = {rec.SPEC: spec.to_dict(), rec.SOURCE: "confirm", rec.PHASE: "confirm", rec.FOLD: fold,
-             rec.EPOCHS: epochs, "seconds": outcome.result.get("seconds") if outcome.result else None,
-             "node": outcome.node}
+             rec.EPOCHS: epochs, rec.REPLICATE: replicate,
+             "seconds": outcome.result.get("seconds") if outcome.result else None, "node": outcome.node}
     if outcome.state == "complete":
         folds = outcome.result["folds"]
         attrs[rec.METRICS] = outcome.result["metrics"]
@@ -104,10 +130,12 @@ def record(study: optuna.Study, spec: LossSpec, fold: int, epochs: int, outcome,
 
 def planned_cost(budget: int, screen: Fidelity, cs: ConfirmSettings, confirm_folds: int) -> tuple[int, int, float]:
     """(screening trainings, confirmation trainings, their total in units of one full nnU-Net training). The
-    confirmation trains Dice+CE and the distinct non-baseline candidates the screening can have: at most
+    confirmation trains Dice+CE (``control_seeds`` times) and the distinct non-baseline candidates: at most
     ``budget - 1`` (Dice+CE is always one of the budget), so ``--budget 2 --confirm-top 2`` confirms one."""
     screening = budget * len(screen.folds)
-    confirmation = (planned_candidates(budget, cs) + 1) * confirm_folds if cs.enabled else 0
+    candidates = planned_candidates(budget, cs)
+    controls = cs.control_seeds if candidates else 1
+    confirmation = (candidates + controls) * confirm_folds if cs.enabled else 0
     iterations = (screening * screen.epochs + confirmation * (cs.epochs or screen.epochs)) \
         * screen.iterations_per_epoch
     return screening, confirmation, iterations / FULL_TRAINING_ITERATIONS

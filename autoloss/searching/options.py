@@ -56,6 +56,7 @@ def check_search_config(cfg) -> None:
         _at_least(cs.top, 1, "--confirm-top")
         _at_least(cs.num_folds, 1, "the number of confirmation folds")
         _at_least(cs.epochs, 1, "--confirm-epochs")
+        _at_least(cs.control_seeds, 1, "--control-seeds")
         _folds(list(cs.folds) if cs.folds else None, "--confirm-folds")
         reused = sorted(set(cs.folds or ()) & set(fid.folds))
         if reused:

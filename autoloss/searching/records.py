@@ -21,6 +21,7 @@ PHASE = "phase"  # screen (default) | confirm | repeat (a loss already screened:
 REPEAT_OF = "repeat_of"  # repeat trials: the screening trial whose value they were told
 FOLD = "fold"  # confirmation trials: the fold trained
 EPOCHS = "confirm_epochs"  # confirmation trials: the fidelity they were trained at
+REPLICATE = "replicate"  # confirmation trials: 0, or r > 0 for Dice+CE trained again with seed + r
 METRICS = "metrics"  # per class {dice, nsd, ...} and "mean": the fold(s) summary
 PER_CASE = "per_case"  # {fold: {case: {class: {metric: value}}}}
 REASON = "reason"
@@ -31,7 +32,7 @@ SEED = "autoloss_seed"  # the training seed of a screening trial, kept when it i
 # study user attributes
 SETTINGS = "autoloss_settings"
 PRIOR_FLAG = "autoloss_prior_enqueued"
-CONFIRM_PLAN = "autoloss_confirm_plan"  # {candidates: [spec], baseline: spec, folds: [int], epochs: int}
+CONFIRM_PLAN = "autoloss_confirm_plan"  # {candidates: [spec], baseline: spec, folds, epochs, control_seeds}
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -91,8 +92,13 @@ def confirmation_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if phase(t) == "confirm"]
 
 
+def result_key(spec_key: str, replicate: int = 0) -> str:
+    """A confirmation training's key: its spec's, and for a replicate (Dice+CE with another seed) ``key#r``."""
+    return spec_key if not replicate else f"{spec_key}#{replicate}"
+
+
 def confirmation_results(study: optuna.Study, plan: dict) -> dict[str, dict]:
-    """{spec key: {fold: per-case metrics}} of the finished confirmation trainings at the plan's fidelity."""
+    """{result key: {fold: per-case metrics}} of the finished confirmation trainings at the plan's fidelity."""
     out: dict[str, dict] = {}
     for t in confirmation_trials(study):
         if t.state != COMPLETE or t.user_attrs.get(EPOCHS) != plan["epochs"]:
@@ -100,12 +106,12 @@ def confirmation_results(study: optuna.Study, plan: dict) -> dict[str, dict]:
         fold = int(t.user_attrs[FOLD])
         if fold in plan["folds"]:
             cases = (t.user_attrs.get(PER_CASE) or {}).get(str(fold), {})
-            out.setdefault(spec_of(t).key(), {})[fold] = cases
+            out.setdefault(result_key(spec_of(t).key(), t.user_attrs.get(REPLICATE, 0)), {})[fold] = cases
     return out
 
 
 def done_confirmations(study: optuna.Study, epochs: int) -> set[tuple[str, int]]:
     """(spec key, fold) of confirmation trainings already recorded at this fidelity, failed ones included (a
     failure is a result: re-running it would fail again, and the verdict then says what is missing)."""
-    return {(spec_of(t).key(), int(t.user_attrs[FOLD])) for t in confirmation_trials(study)
-            if t.user_attrs.get(EPOCHS) == epochs}
+    return {(result_key(spec_of(t).key(), t.user_attrs.get(REPLICATE, 0)), int(t.user_attrs[FOLD]))
+            for t in confirmation_trials(study) if t.user_attrs.get(EPOCHS) == epochs}

@@ -185,7 +185,8 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
                            plans=user_base.plans if user_base else None)
     for fold in cfg.fidelity.folds:
         prepared.split(fold)  # a clear error now, not inside every trial
-    confirm_folds = (confirm.confirmation_folds(prepared.num_folds(), cfg.fidelity.folds, cfg.confirm)
+    confirm_folds = (confirm.confirmation_folds(prepared.num_folds(), cfg.fidelity.folds, cfg.confirm,
+                                                lambda f: len(prepared.split(f)[1]))
                      if cfg.confirm.enabled else [])
     _log_plan(cfg, confirm_folds, log)
     device = cfg.device or _default_device()
@@ -254,8 +255,10 @@ def _network_request(cfg: SearchConfig, user_base) -> str:
 
 def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
     screening, confirmation, full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))
-    conf = (f" + {confirmation} confirmation trainings ({confirm.planned_candidates(cfg.budget, cfg.confirm)} "
-            f"candidate(s) and Dice+CE on fold(s) "
+    candidates = confirm.planned_candidates(cfg.budget, cfg.confirm)
+    control = f"Dice+CE x{cfg.confirm.control_seeds} (seeds)" if candidates and cfg.confirm.control_seeds > 1 \
+        else "Dice+CE"
+    conf = (f" + {confirmation} confirmation trainings ({candidates} candidate(s) and {control} on fold(s) "
             f"{', '.join(map(str, confirm_folds))}, {cfg.confirm.epochs or cfg.fidelity.epochs} epochs)"
             if confirmation else " (no confirmation: the verdict can only be keep or inconclusive)")
     log(f"planned: {screening} screening trainings (fold(s) {', '.join(map(str, cfg.fidelity.folds))}, "
@@ -331,31 +334,36 @@ def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log, c
     """Re-train the top candidates and Dice+CE on the confirmation folds; record each training as it ends."""
     epochs = cfg.confirm.epochs or cfg.fidelity.epochs
     objective = study.user_attrs[rec.SETTINGS]["objective"]  # resolved (--metric auto: class-wise)
-    plan = confirm.make_plan(study, folds, epochs, cfg.confirm.top)
+    plan = confirm.make_plan(study, folds, epochs, cfg.confirm.top, cfg.confirm.control_seeds)
     todo = confirm.pending(study, plan)
     names = ", ".join(LossSpec.from_dict(s).describe() for s in plan["candidates"]) or "none"
-    log(f"confirmation: Dice+CE and {names} on fold(s) {', '.join(map(str, folds))}: {len(todo)} training(s) to run")
-    pending: dict[int, tuple[LossSpec, int]] = {}
+    seeds = plan.get("control_seeds", 1)
+    control = f"Dice+CE ({seeds} seeds)" if seeds > 1 else "Dice+CE"
+    log(f"confirmation: {control} and {names} on fold(s) {', '.join(map(str, folds))}: {len(todo)} training(s) "
+        "to run")
+    pending: dict[int, tuple[LossSpec, int, int]] = {}
     queue = list(enumerate(todo, 1))
     while queue or pending:
         while queue and len(pending) < executor.slots and not _out_of_time(cfg, start):
-            i, (spec, fold) = queue.pop(0)
+            i, (spec, fold, replicate) = queue.pop(0)
             number = -i  # driver-side id; confirmation trainings are no Optuna trials until recorded
             fidelity = confirm.confirm_fidelity(cfg.fidelity, cfg.confirm, fold)
-            executor.submit(job(number=number, trial_id=None, spec=spec, fidelity=fidelity, seed=cfg.seed,
-                                trial_dir=str(work_dir / "trials" / f"confirm_{spec.key()}_fold{fold}")))
-            pending[number] = (spec, fold)
+            name = rec.result_key(spec.key(), replicate).replace("#", "_seed")
+            seed = None if cfg.seed is None else cfg.seed + replicate  # replicate 0: the candidates' seed (CRN)
+            executor.submit(job(number=number, trial_id=None, spec=spec, fidelity=fidelity, seed=seed,
+                                trial_dir=str(work_dir / "trials" / f"confirm_{name}_fold{fold}")))
+            pending[number] = (spec, fold, replicate)
             if progress:
                 progress("confirm-start", fold, spec, study)
         if not pending:
             break
         for outcome in executor.wait():
             check_lease()
-            spec, fold = pending.pop(outcome.number)
+            spec, fold, replicate = pending.pop(outcome.number)
             if cfg.retry_failed and (outcome.reason or "").startswith("worker died"):
-                queue.append((outcome.number * -1, (spec, fold)))  # not recorded: it runs again
+                queue.append((outcome.number * -1, (spec, fold, replicate)))  # not recorded: it runs again
                 continue
-            confirm.record(study, spec, fold, epochs, outcome, objective)
+            confirm.record(study, spec, fold, epochs, outcome, objective, replicate)
             if progress:
                 progress("confirm-end", fold, outcome, study)
             save_results(study, work_dir)

@@ -8,7 +8,10 @@ inflate the gain (the winner's curse). Rules:
   ``MIN_CASES`` paired cases; the message says how many cases a one-point gain would need;
 - ``switch`` when a candidate's paired gain on the objective has its confidence interval above zero and a
   Wilcoxon p below alpha, both Bonferroni-corrected for the number of candidates confirmed, and it loses Dice
-  significantly on no class;
+  significantly on no class; and, where Dice+CE was trained twice on each confirmation fold (the default,
+  ``ConfirmSettings.control_seeds``), the same holds against the second Dice+CE training too: all cases of one
+  training share its luck, which a per-case test counts as evidence; a gain that one Dice+CE training's luck
+  explains does not survive the other;
 - ``keep`` otherwise.
 A screening-only search can say ``keep`` (Dice+CE was not beaten even on the selection fold) or
 ``inconclusive``, never ``switch``.
@@ -64,6 +67,7 @@ class Verdict:
     needed_cases: int | None = None
     confirm_folds: list[int] = field(default_factory=list)
     control: str = "Dice+CE"  # what the candidates were compared with (fine-tune: Dice+CE continued from the base)
+    control_gap: float | None = None  # second Dice+CE training minus the first, mean paired gain on the objective
 
     def to_dict(self) -> dict[str, Any]:
         c = self.comparison
@@ -74,7 +78,8 @@ class Verdict:
                 "cases": c.overall.cases if c else 0, "needed_cases": self.needed_cases,
                 "candidate": c.spec.to_dict() if c else None,
                 "dice_change": {k: v.mean_gain for k, v in c.per_class.items()} if c else {},
-                "confirm_folds": self.confirm_folds, "compared_with": self.control, "message": self.message}
+                "confirm_folds": self.confirm_folds, "compared_with": self.control,
+                "control_gap": self.control_gap, "message": self.message}
 
 
 def _pts(x: float) -> str:
@@ -139,11 +144,34 @@ def _metric_text(metric: str) -> str:
     return f"objective [{describe(metric)}]" if is_classwise(metric) else metric
 
 
-def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int], control: str = "Dice+CE") -> Verdict:
+def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int], control: str = "Dice+CE",
+           second: list[Comparison] | None = None, control_gap: PairedComparison | None = None) -> Verdict:
     """The decision from confirmation comparisons (already Bonferroni-corrected through their alpha). ``control``
-    names what the candidates were paired with, in the messages."""
+    names what the candidates were paired with, in the messages. ``second``: the same candidates against a second
+    Dice+CE training (next seed) on the same folds; a switch must hold against it too. ``control_gap``: the second
+    Dice+CE training against the first (what retraining alone moves), quoted in the message."""
     verdict = _decide(comparisons, metric, confirm_folds, control)
     verdict.control = control
+    if second is not None and verdict.decision == "switch":
+        other = next((c for c in second if c.spec.key() == verdict.loss.key()), None)
+        held = other is not None and other.overall.cases >= MIN_CASES and other.overall.significant_gain \
+            and not other.dice_losses
+        if not held:
+            o = verdict.comparison.overall
+            why = (f"{_pts(other.overall.mean_gain)} points, {_ci_text(other.overall)}" if other is not None
+                   and other.overall.cases >= 2 else "no paired cases")
+            verdict = Verdict("keep", f"keep Dice+CE: {verdict.loss.describe()} beat one Dice+CE training "
+                              f"({_pts(o.mean_gain)} points on {o.cases} cases, {_ci_text(o)}) but not the second, "
+                              f"trained on the same fold(s) {','.join(map(str, confirm_folds))} with the next seed "
+                              f"({why}): its gain is within what retraining Dice+CE alone changes.",
+                              metric, None, verdict.comparison, comparisons, None, confirm_folds, control)
+        else:
+            verdict.message += (f" Against a second Dice+CE training (next seed, same folds): "
+                                f"{_pts(other.overall.mean_gain)} points ({_ci_text(other.overall)}).")
+    if control_gap is not None and control_gap.cases:
+        verdict.control_gap = control_gap.mean_gain
+        verdict.message += (f" Two Dice+CE trainings on these folds differ by {_pts(control_gap.mean_gain)} points "
+                            "(retraining noise).")
     return verdict
 
 
@@ -216,16 +244,22 @@ def compute_verdict(study: optuna.Study) -> Verdict:
     by_key = rec.confirmation_results(study, plan)
     base_key = LossSpec.from_dict(plan["baseline"]).key()
     candidates = [LossSpec.from_dict(s) for s in plan["candidates"]]
-    missing = sum(1 for s in candidates + [LossSpec.from_dict(plan["baseline"])] for f in folds
-                  if f not in by_key.get(s.key(), {}))
+    keys = [s.key() for s in candidates] + [rec.result_key(base_key, r) for r in range(plan.get("control_seeds", 1))]
+    missing = sum(1 for k in keys for f in folds if f not in by_key.get(k, {}))
     alpha = ALPHA / max(1, len(candidates))  # Bonferroni over the candidates confirmed
     base_cases = rec.merge_folds(by_key.get(base_key, {}))
     comparisons = [compare(rec.merge_folds(by_key.get(s.key(), {})), base_cases, metric, s, alpha)
                    for s in candidates]
+    second, gap = None, None
+    if plan.get("control_seeds", 1) > 1:
+        second_cases = rec.merge_folds(by_key.get(rec.result_key(base_key, 1), {}))
+        second = [compare(rec.merge_folds(by_key.get(s.key(), {})), second_cases, metric, s, alpha)
+                  for s in candidates]
+        gap = compare(second_cases, base_cases, metric, LossSpec.from_dict(plan["baseline"])).overall
     mode = settings.get("fidelity_mode") or {}
     control = (f"the control (Dice+CE continued {mode.get('finetune_epochs')} epochs from the same base, same seed)"
                if mode.get("mode") == "finetune" else "Dice+CE")
-    verdict = decide(comparisons, metric, folds, control)
+    verdict = decide(comparisons, metric, folds, control, second, gap)
     if missing and verdict.decision != "inconclusive":
         verdict.decision, verdict.loss = "inconclusive", None
         verdict.message = (f"inconclusive: the confirmation is unfinished or some of its trainings failed "
