@@ -33,7 +33,9 @@ def sweep_record(folder: Path) -> dict | None:
     meta = json.loads((folder / "meta.json").read_text())
     fp = json.loads((folder / "fingerprint.json").read_text())
     tables = sweep.tables["scratch"]
-    candidates = [g for g in sweep.grid if g["label"] != BASELINE]
+    # the grid and any loss trained beside it on all 5 folds (--extra, e.g. a real search's choice): all measured
+    candidates = [g for g in sweep.grid if g["label"] != BASELINE] + \
+        [e for e in meta.get("extra", []) if set(tables.get(e["label"], {})) >= set(FOLDS)]
     alpha = ALPHA / len(candidates)
     comps = [compare(merged(tables[g["label"]], FOLDS), merged(tables[BASELINE], FOLDS), sweep.objective,
                      LossSpec.from_dict(g["spec"]), alpha) for g in candidates]
@@ -41,7 +43,7 @@ def sweep_record(folder: Path) -> dict | None:
     settings = {"configuration": meta["fidelity"]["configuration"], "fidelity": meta["fidelity"],
                 "objective": sweep.objective, "folds": FOLDS, "confirm_folds": FOLDS,
                 "network": meta["network_config"], "fidelity_mode": {"mode": "scratch"},
-                "basis": "benchmarks/sweep.py: every grid loss from scratch on all 5 folds"}
+                "basis": "benchmarks/sweep.py: every grid loss (and --extra loss) from scratch on all 5 folds"}
     return build_record(fp, settings, [c.to_dict() for c in comps], verdict.to_dict(),
                         source="benchmarks/sweep.py (exhaustive sweep, measured)")
 

@@ -21,8 +21,10 @@ def fold_seed_sd(sweep, fold_objective, baseline: str) -> float:
     return math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs))) if diffs else float("nan")
 
 
-def check(sweep, folder: Path, outcomes: list[tuple[str, str | None]], fold_objective, baseline: str) -> dict | None:
-    """None when the dataset has no real search yet; else the figures (printed by the caller)."""
+def check(sweep, folder: Path, outcomes: list[tuple[str, str | None]], fold_objective, baseline: str,
+          truth: dict | None = None) -> dict | None:
+    """None when the dataset has no real search yet; else the figures (printed by the caller). ``truth`` (the
+    sweep's per-loss calls, losses trained with ``--extra`` included): the real verdict's true gain and regret."""
     from autoloss.spec import LossSpec
 
     search = folder / "search"
@@ -46,13 +48,25 @@ def check(sweep, folder: Path, outcomes: list[tuple[str, str | None]], fold_obje
                 matched.append((row["phase"], label, fold, float(row["objective"]), reference))
     worst = max((abs(v - r) / sd for *_, v, r in matched), default=float("nan")) if sd == sd and sd > 0 else \
         float("nan")
-    return {"decision": verdict["decision"], "loss": verdict.get("describe"), "replay_share": same / len(outcomes),
-            "seed_sd": sd, "matched": matched, "worst_sds": worst}
+    out = {"decision": verdict["decision"], "loss": verdict.get("describe"), "replay_share": same / len(outcomes),
+           "seed_sd": sd, "matched": matched, "worst_sds": worst, "off_grid": chosen is not None and chosen not in
+           {g["label"] for g in sweep.grid}}
+    if truth is not None and (verdict["decision"] != "switch" or chosen in truth):
+        best = max((v["gain"] for v in truth.values() if v["call"] == "beats"), default=0.0)
+        gain = truth[chosen]["gain"] if chosen else 0.0
+        out |= {"true_gain": gain, "true_call": truth[chosen]["call"] if chosen else "keep", "best_gain": best,
+                "regret": max(0.0, best - gain)}
+    return out
 
 
 def describe(r: dict) -> list[str]:
     lines = [f"real search: verdict {r['decision'].upper()} ({r['loss']}); the replay gives it in "
-             f"{100 * r['replay_share']:.1f}% of seeds (bar >= 10%)"]
+             f"{100 * r['replay_share']:.1f}% of seeds (bar >= 10%)"
+             + ("; it chose a loss outside the replay's grid" if r.get("off_grid") else "")]
+    if "regret" in r:
+        lines.append(f"  its choice against the sweep (all 5 folds): true gain {100 * r['true_gain']:+.2f} "
+                     f"({r['true_call']}); best loss trained {100 * r['best_gain']:+.2f}; regret "
+                     f"{100 * r['regret']:.2f} points")
     for phase, label, fold, value, reference in r["matched"]:
         lines.append(f"  {phase:<7} {label:<18} fold {fold}: search {value:.4f} sweep {reference:.4f} "
                      f"({(value - reference) / r['seed_sd']:+.1f} seed-SDs)")

@@ -48,7 +48,8 @@ def test_screen_confirm_verdict_and_export_follow_the_verdict(search_work_dir, t
     assert Counter((t.user_attrs[rec.SPEC]["name"] == "DiceCE", t.user_attrs[rec.FOLD]) for t in confirmed) == {
         (True, 1): 2, (True, 2): 2, (False, 1): 1, (False, 2): 1}
     assert sorted(t.user_attrs[rec.REPLICATE] for t in confirmed) == [0, 0, 0, 0, 1, 1]
-    seeds = {p.parent.name: json.loads(p.read_text())["seed"] for p in search_work_dir.glob("trials/confirm_*/result.json")}
+    seeds = {p.parent.name: json.loads(p.read_text())["seed"]
+             for p in search_work_dir.glob("trials/confirm_*/result.json")}
     assert sorted(seeds.values()) == [0, 0, 0, 0, 1, 1]
     assert all(seed == 1 for name, seed in seeds.items() if "_seed1_" in name)
     assert all(t.params == {} and t.state == optuna.trial.TrialState.COMPLETE for t in confirmed)

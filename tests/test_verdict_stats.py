@@ -160,7 +160,8 @@ def test_a_switch_must_hold_against_a_second_dice_ce_training():
     cases = {f"c{i}": {"1": {"dice": 0.5 + 0.01 * i, "nsd": 0.5}} for i in range(8)}
     plan = {"candidates": [CAND.to_dict()], "baseline": base_spec.to_dict(), "folds": [1, 2], "epochs": 2,
             "control_seeds": 2}
-    jitter = {k: {"1": {"dice": v["1"]["dice"] + 0.001 * (i % 3), "nsd": 0.5}} for i, (k, v) in enumerate(cases.items())}
+    jitter = {k: {"1": {"dice": v["1"]["dice"] + 0.001 * (i % 3), "nsd": 0.5}}
+              for i, (k, v) in enumerate(cases.items())}
 
     def study_of(first_shift: float, cand_shift: float):
         rows = [(base_spec, f, _shifted(cases, first_shift)) for f in (1, 2)] + \
