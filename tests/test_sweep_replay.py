@@ -159,3 +159,36 @@ def test_run_noise_moves_a_whole_training_as_the_seed_pair_did(tmp_path):
     rng = np.random.default_rng(0)
     moved = [noise.apply(rng, case, shift)["1"]["dice"] - 0.5 for _ in range(400)]
     assert np.mean(moved) == pytest.approx(0.05, abs=0.005)
+
+
+def test_the_replay_confirms_on_the_folds_the_product_would_pick(tmp_path):
+    # the product's rule: at least two folds, more while they hold under 40 cases (6-case folds: all four free)
+    small = sr.load_sweep(write_sweep(tmp_path / "small", {k: 0.0 for k, _ in GRID}, cases_per_fold=6))
+    large = sr.load_sweep(write_sweep(tmp_path / "large", {k: 0.0 for k, _ in GRID}, cases_per_fold=25))
+    assert sr.product_folds(small) == [1, 2, 3, 4] and sr.product_folds(large) == [1, 2]
+
+
+def test_a_real_search_off_the_grid_is_judged_against_everything_the_sweep_trained(tmp_path):
+    import sweep_search_check
+
+    gains = {"DiceCE": 0, "DiceFocal": 0.02, "DiceTopK10": -0.05, "DiceTopK90": 0.0, "DiceTopK50": 0.06}
+    folder = write_sweep(tmp_path / "off", gains)
+    meta = json.loads((folder / "meta.json").read_text())
+    off_grid = {"name": "DiceTopK", "params": {"topk.k": 50.0}}
+    meta["extra"] = [{"label": "DiceTopK50", "spec": off_grid}]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "search").mkdir()
+    (folder / "search" / "verdict.json").write_text(json.dumps({"verdict": {
+        "decision": "switch", "describe": "DiceTopK(topk.k=50)"}}))
+    (folder / "search" / "results.csv").write_text("phase,fold,state,loss,objective\n"
+                                                   "screen,,complete,DiceCE,0.7\n")
+    sweep = sr.load_sweep(folder)
+    t = sr.truth(sweep)
+    outcomes = [("switch", "DiceFocal")] * 4
+    r = sweep_search_check.check(sweep, folder, outcomes, sr.fold_objective, sr.BASELINE, t)
+    assert r["off_grid"] and r["replay_share"] == 0.0
+    assert r["true_call"] == "beats" and r["regret"] == 0.0 and r["true_gain"] == pytest.approx(0.06, abs=0.01)
+    # the replay's own regret counts against the grid only: DiceFocal is the grid's best
+    grid = {k: v for k, v in t.items() if k in {g["label"] for g in sweep.grid}}
+    assert sr.summarise(outcomes, grid)["regret_median"] == 0.0
+    assert sr.summarise(outcomes, t)["regret_median"] > 0.03
