@@ -64,6 +64,7 @@ def test_screen_confirm_verdict_and_export_follow_the_verdict(search_work_dir, t
     assert len(full["comparisons"]) == 1 and len(full["comparisons"][0]["per_case"]) == 2
     assert all(k.split("/")[0] in ("1", "2") for k in full["comparisons"][0]["per_case"])
     csv = (search_work_dir / "results.csv").read_text()
+    assert csv.count("(second control, seed +1)") == 2  # Dice+CE's second training on folds 1 and 2, named
     assert {"phase", "fold", "gain", "ci_low", "ci_high", "p_value", "cases"} <= set(csv.splitlines()[0].split(","))
     assert (search_work_dir / "summary.txt").read_text().startswith("verdict: INCONCLUSIVE")
 

@@ -42,6 +42,8 @@ def trials_frame(study: optuna.Study, verdict: Verdict | None = None):
                "dice": (m.get("mean") or {}).get("dice"), "nsd": (m.get("mean") or {}).get("nsd"),
                # the regime metrics of --metric auto (absent from trials made before they existed)
                "cldice": (m.get("mean") or {}).get("cldice"), "lesion_f1": (m.get("mean") or {}).get("lesion_f1")}
+        if confirm and t.user_attrs.get(rec.REPLICATE):  # Dice+CE trained again: the verdict's second control
+            row["loss"] += f" (second control, seed +{t.user_attrs[rec.REPLICATE]})"
         cmp = comparisons.get(spec.key()) if (confirm and spec) else None
         o = cmp.overall if cmp else None
         row.update(gain=o.mean_gain if o else None, ci_low=o.ci[0] if o else None, ci_high=o.ci[1] if o else None,
