@@ -2,6 +2,7 @@
 fold, at the learning CPU fidelity (the scaled small network), one training at a time, resumable.
 
     python benchmarks/sweep.py train [DATASET ...] [--work /work/sweep_work] [--arms scratch seed2 long finetune]
+                                     [--folds 0 1 2] [--extra LABEL=SPEC_JSON ...]
     python benchmarks/sweep.py search DATASET [--budget 8]     # the real `autoloss search` once, on the same data
     python benchmarks/sweep.py status
 
