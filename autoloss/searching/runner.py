@@ -256,7 +256,7 @@ def _network_request(cfg: SearchConfig, user_base) -> str:
 def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
     screening, confirmation, full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))
     candidates = confirm.planned_candidates(cfg.budget, cfg.confirm)
-    control = f"Dice+CE x{cfg.confirm.control_seeds} (seeds)" if candidates and cfg.confirm.control_seeds > 1 \
+    control = f"Dice+CE ({cfg.confirm.control_seeds} seeds)" if candidates and cfg.confirm.control_seeds > 1 \
         else "Dice+CE"
     conf = (f" + {confirmation} confirmation trainings ({candidates} candidate(s) and {control} on fold(s) "
             f"{', '.join(map(str, confirm_folds))}, {cfg.confirm.epochs or cfg.fidelity.epochs} epochs)"
