@@ -89,11 +89,11 @@ def select_candidates(study: optuna.Study, top: int) -> list[LossSpec]:
     return chosen
 
 
-def make_plan(study: optuna.Study, folds: list[int], epochs: int, top: int, control_seeds: int = 1) -> dict:
+def make_plan(study: optuna.Study, folds: list[int], epochs: int, top: int, seeds: int = 1) -> dict:
     """Choose the candidates now (the screening is finished) and store the plan in the study."""
     candidates = select_candidates(study, top)
     plan = {"candidates": [s.to_dict() for s in candidates], "baseline": baseline_spec().to_dict(), "folds": folds,
-            "epochs": epochs, "control_seeds": control_seeds if candidates else 1}  # no candidate: no second control
+            "epochs": epochs, "control_seeds": control_seeds(len(candidates), seeds)}
     study.set_user_attr(rec.CONFIRM_PLAN, plan)
     return plan
 
@@ -134,11 +134,19 @@ def planned_cost(budget: int, screen: Fidelity, cs: ConfirmSettings, confirm_fol
     ``budget - 1`` (Dice+CE is always one of the budget), so ``--budget 2 --confirm-top 2`` confirms one."""
     screening = budget * len(screen.folds)
     candidates = planned_candidates(budget, cs)
-    controls = cs.control_seeds if candidates else 1
-    confirmation = (candidates + controls) * confirm_folds if cs.enabled else 0
+    confirmation = (candidates + control_seeds(candidates, cs.control_seeds)) * confirm_folds if cs.enabled else 0
     iterations = (screening * screen.epochs + confirmation * (cs.epochs or screen.epochs)) \
         * screen.iterations_per_epoch
     return screening, confirmation, iterations / FULL_TRAINING_ITERATIONS
+
+
+def control_seeds(candidates: int, cs_seeds: int) -> int:
+    """Dice+CE trainings per confirmation fold: ``cs_seeds``, but one when no candidate is held against them."""
+    return cs_seeds if candidates else 1
+
+
+def control_label(seeds: int) -> str:
+    return f"Dice+CE ({seeds} seeds)" if seeds > 1 else "Dice+CE"
 
 
 def planned_candidates(budget: int, cs: ConfirmSettings) -> int:

@@ -256,8 +256,7 @@ def _network_request(cfg: SearchConfig, user_base) -> str:
 def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
     screening, confirmation, full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))
     candidates = confirm.planned_candidates(cfg.budget, cfg.confirm)
-    control = f"Dice+CE ({cfg.confirm.control_seeds} seeds)" if candidates and cfg.confirm.control_seeds > 1 \
-        else "Dice+CE"
+    control = confirm.control_label(confirm.control_seeds(candidates, cfg.confirm.control_seeds))
     conf = (f" + {confirmation} confirmation trainings ({candidates} candidate(s) and {control} on fold(s) "
             f"{', '.join(map(str, confirm_folds))}, {cfg.confirm.epochs or cfg.fidelity.epochs} epochs)"
             if confirmation else " (no confirmation: the verdict can only be keep or inconclusive)")
@@ -337,9 +336,7 @@ def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log, c
     plan = confirm.make_plan(study, folds, epochs, cfg.confirm.top, cfg.confirm.control_seeds)
     todo = confirm.pending(study, plan)
     names = ", ".join(LossSpec.from_dict(s).describe() for s in plan["candidates"]) or "none"
-    seeds = plan.get("control_seeds", 1)
-    control = f"Dice+CE ({seeds} seeds)" if seeds > 1 else "Dice+CE"
-    log(f"confirmation: {control} and {names} on fold(s) {', '.join(map(str, folds))}: {len(todo)} training(s) "
+    log(f"confirmation: {confirm.control_label(plan.get('control_seeds', 1))} and {names} on fold(s) {', '.join(map(str, folds))}: {len(todo)} training(s) "
         "to run")
     pending: dict[int, tuple[LossSpec, int, int]] = {}
     queue = list(enumerate(todo, 1))

@@ -47,6 +47,11 @@ class Comparison:
     def dice_losses(self) -> list[str]:
         return [c for c, cmp in self.per_class.items() if cmp.significant_loss]
 
+    @property
+    def wins(self) -> bool:
+        """A significant gain on the objective and no class losing Dice significantly (the switch rule)."""
+        return self.overall.significant_gain and not self.dice_losses
+
     def to_dict(self) -> dict[str, Any]:
         o = self.overall
         return {"spec": self.spec.to_dict(), "describe": self.spec.describe(), "metric": self.metric,
@@ -154,8 +159,7 @@ def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int],
     verdict.control = control
     if second is not None and verdict.decision == "switch":
         other = next((c for c in second if c.spec.key() == verdict.loss.key()), None)
-        held = other is not None and other.overall.cases >= MIN_CASES and other.overall.significant_gain \
-            and not other.dice_losses
+        held = other is not None and other.overall.cases >= MIN_CASES and other.wins
         if not held:
             o = verdict.comparison.overall
             why = (f"{_pts(other.overall.mean_gain)} points, {_ci_text(other.overall)}" if other is not None
@@ -180,7 +184,7 @@ def _decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int]
     if not comparisons:
         return Verdict("inconclusive", "inconclusive: no confirmation result yet; keep Dice+CE until there is one.",
                        metric, confirm_folds=confirm_folds)
-    best = max(comparisons, key=lambda c: (c.overall.significant_gain and not c.dice_losses,
+    best = max(comparisons, key=lambda c: (c.wins,
                                            c.overall.mean_gain if c.overall.cases else float("-inf")))
     o = best.overall
     needed = max(c.overall.needed_cases(WORTHWHILE_GAIN) for c in comparisons)
@@ -198,7 +202,7 @@ def _decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int]
                f"they start, not where they end (best candidate {best.spec.describe()}: {_pts(o.mean_gain)} points, "
                f"{_ci_text(o)}). Keep Dice+CE; confirm with longer trainings (--confirm-epochs).")
         return Verdict("inconclusive", msg, metric, None, best, comparisons, needed, confirm_folds)
-    if o.significant_gain and not best.dice_losses:
+    if best.wins:
         dice = ", ".join(f"class {c} {_pts(v.mean_gain)}" for c, v in best.per_class.items())
         msg = (f"switch to {best.spec.describe()}: {_pts(o.mean_gain)} {_metric_text(metric)} points"
                f"{_gains_text(best)} over {control} on {o.cases} "
