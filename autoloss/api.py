@@ -119,6 +119,7 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
            val_iterations: int = 50, folds: tuple[int, ...] | None = None, metric: str = "auto",
            device: str | None = None, confirm: bool = True, confirm_top: int = 2,
            confirm_folds: tuple[int, ...] | None = None, confirm_epochs: int | None = None, control_seeds: int = 2,
+           confirm_extend: bool = True,
            network: str = "auto", from_base: bool = False, base: str | Path | None = None,
            base_epochs: int | None = None, finetune_epochs: int | None = None, finetune_lr: float | None = None,
            write_report: bool = True, progress: Callable | None = None, log: Callable[[str], None] = print,
@@ -137,7 +138,9 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
 
     Confirmation: the ``confirm_top`` best screened losses and Dice+CE re-trained on ``confirm_folds`` (default: the
     first folds the screening did not use, at least 2, more while they hold under 40 cases); Dice+CE is trained
-    ``control_seeds`` times per fold (seed, seed + 1) and a switch must beat each training.
+    ``control_seeds`` times per fold (seed, seed + 1) and a switch must beat each training. When a candidate beats
+    one Dice+CE training and not the other, one training's luck decides: with ``confirm_extend`` (and the default
+    folds) the free folds left are confirmed too, and the verdict is taken on all of them.
 
     Re-running with the same ``work_dir`` resumes. ``options``: ``tta``, ``nsd_tolerance_mm`` (validation), and
     any :class:`~autoloss.searching.runner.SearchConfig` field (``storage``, ``study_name``, ``seed``, ``timeout``,
@@ -181,7 +184,8 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
                        work_dir=Path(work_dir), device=device, network=network,
                        confirm=ConfirmSettings(enabled=confirm, top=confirm_top,
                                                folds=tuple(confirm_folds) if confirm_folds else None,
-                                               epochs=confirm_epochs, control_seeds=control_seeds),
+                                               epochs=confirm_epochs, control_seeds=control_seeds,
+                                               extend=confirm_extend),
                        finetune=finetune, **options)
     check_search_config(cfg)  # every option, one line, before any work
     if configuration == "auto":

@@ -62,6 +62,7 @@ class Sweep:
     grid: list[dict]  # {"label", "spec"} in the prior's order (Dice+CE first)
     confirm_folds: list[int]
     screen_fold: int = 0
+    extend: bool = True  # the product's extension of a split confirmation (``--no-extend``: the rule before)
     tables: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))  # arm -> key -> fold -> {}
     seeds: dict = field(default_factory=dict)  # (arm, key, fold) -> seed
 
@@ -304,21 +305,30 @@ def confirm_and_decide(world: dict[str, dict], candidates: list[str], sweep: Swe
     from autoloss.searching.verdict import compare, decide
     from autoloss.spec import LossSpec
 
+    from autoloss.searching.confirm import ConfirmSettings, extension_folds
+
     alpha = ALPHA / max(1, len(candidates))
-    folds = sweep.confirm_folds
 
-    def against(control: str):
-        ref = merged(world[control], folds)
-        return [compare(merged(world[k], folds), ref, sweep.objective, LossSpec.from_dict(specs[k]), alpha)
-                for k in candidates]
+    def verdict(folds: list[int]):
+        def against(control: str):
+            ref = merged(world[control], folds)
+            return [compare(merged(world[k], folds), ref, sweep.objective, LossSpec.from_dict(specs[k]), alpha)
+                    for k in candidates]
 
-    second = against(BASELINE_B) if BASELINE_B in world else None
-    return decide(against(BASELINE), sweep.objective, folds, second=second)
+        second = against(BASELINE_B) if BASELINE_B in world else None
+        return decide(against(BASELINE), sweep.objective, folds, second=second)
+
+    v = verdict(sweep.confirm_folds)
+    more = extension_folds(5, (sweep.screen_fold,), sweep.confirm_folds, ConfirmSettings(extend=sweep.extend))
+    if v.split and more:  # the product's rule: a split verdict confirms on the free folds left
+        v = verdict(sorted(sweep.confirm_folds + more))
+        v.extended_from = list(sweep.confirm_folds)
+    return v
 
 
 def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], specs: dict[str, dict],
                 noise: Noise, budget: int, seed: int, top: int = 2,
-                train_repeats: bool = False) -> tuple[str, str | None]:
+                train_repeats: bool = False) -> tuple[str, str | None, bool]:
     world = resample(rng, sweep, tables, noise)
     screened = screen(world, order, sweep, budget, seed, train_repeats=train_repeats)
     chosen: list[str] = []
@@ -328,13 +338,13 @@ def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], sp
         if len(chosen) == top:
             break
     if not chosen:
-        return "keep", None
+        return "keep", None, False
     v = confirm_and_decide(world, chosen, sweep, specs)
-    return v.decision, (labels_by_key(specs).get(v.loss.key()) if v.loss else None)
+    return v.decision, (labels_by_key(specs).get(v.loss.key()) if v.loss else None), bool(v.extended_from)
 
 
 def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False, train_repeats: bool = False,
-           training_shift: bool = True, control_seeds: int = 2) -> list[tuple[str, str | None]]:
+           training_shift: bool = True, control_seeds: int = 2) -> list[tuple[str, str | None, bool]]:
     tables = {k: dict(v) for k, v in sweep.tables["scratch"].items()}
     if control_seeds > 1:
         tables[BASELINE_B] = tables[BASELINE]  # the same loss, trained again: its own noise in each world
@@ -355,7 +365,7 @@ def summarise(outcomes, t: dict[str, dict]) -> dict:
     n = len(outcomes)
     regrets, false_switch, missed = [], 0, 0
     dist = defaultdict(int)
-    for decision, loss in outcomes:
+    for decision, loss, *_ in outcomes:
         dist[decision] += 1
         chosen_gain = t[loss]["gain"] if decision == "switch" and loss in t else 0.0
         regrets.append(max(0.0, best_gain - chosen_gain))
@@ -366,8 +376,9 @@ def summarise(outcomes, t: dict[str, dict]) -> dict:
     return {"n": n, "switch": dist["switch"] / n, "keep": dist["keep"] / n, "inconclusive": dist["inconclusive"] / n,
             "regret_median": float(np.median(regrets)), "regret_mean": float(np.mean(regrets)),
             "false_switch": false_switch / n, "missed": missed / n if best_key else float("nan"),
-            "switched_to": {k: sum(1 for d, l in outcomes if d == "switch" and l == k) / n
-                            for k in {l for d, l in outcomes if d == "switch"}}}
+            "extended": sum(1 for o in outcomes if o[2:] and o[2]) / n,
+            "switched_to": {k: sum(1 for d, l, *_ in outcomes if d == "switch" and l == k) / n
+                            for k in {l for d, l, *_ in outcomes if d == "switch"}}}
 
 
 def predicted_power(cases: int, noise_sd: float, runs: int = 400, training_sd: float = 0.0, folds: int = 2,
@@ -415,6 +426,8 @@ def main() -> None:
                         help="confirm on these folds (default: the product's choice for these fold sizes)")
     parser.add_argument("--control-seeds", type=int, choices=(1, 2), default=2,
                         help="Dice+CE trainings per confirmation fold, as the product's option (1: the rule before)")
+    parser.add_argument("--no-extend", action="store_true",
+                        help="never extend a split confirmation to the free folds left (the rule before)")
     parser.add_argument("--datasets", nargs="+", help="only these datasets (folder names)")
     args = parser.parse_args()
     folders = sorted(p.parent for p in Path(args.folder).glob("*/meta.json")
@@ -426,6 +439,7 @@ def main() -> None:
         sweep = load_sweep(folder)
         folds = common_folds(sweep)
         sweep.confirm_folds = sorted(args.confirm_folds) if args.confirm_folds else product_folds(sweep)
+        sweep.extend = not args.no_extend and not args.confirm_folds and args.control_seeds > 1 and len(folds) == 5
         if not set(sweep.confirm_folds) <= set(folds):  # a sweep in progress: the folds it has, as many
             sweep.confirm_folds = [f for f in folds if f != sweep.screen_fold][:len(sweep.confirm_folds)]
         needed = {sweep.screen_fold, *sweep.confirm_folds}
@@ -452,7 +466,7 @@ def main() -> None:
         s = summarise(outcomes, {k: v for k, v in t.items() if k in {g["label"] for g in sweep.grid}})
         planted = replay(sweep, args.seeds, args.budget, planted=True, train_repeats=args.train_repeats,
                          training_shift=not args.iid_noise, control_seeds=args.control_seeds)
-        found = sum(1 for d, l in planted if d == "switch" and (l == PLANTED or (l in t and t[l]["call"] == "beats"
+        found = sum(1 for d, l, *_ in planted if d == "switch" and (l == PLANTED or (l in t and t[l]["call"] == "beats"
                                                                                 and t[l]["gain"] >= PLANTED_GAIN))) / len(planted)
         cases = sum(len(sweep.tables["scratch"][BASELINE].get(f, {})) for f in sweep.confirm_folds)
         predicted = predicted_power(cases, noise.sd("dice"))  # the model as it was: i.i.d. case noise, one control
@@ -481,7 +495,7 @@ def main() -> None:
               f"{100 * aa_rate:.1f}% (seed b vs seed a), {100 * null_rate:.1f}% (Dice+CE vs itself, two reruns)")
         print(f"replay ({args.seeds} seeds, budget {args.budget}, confirm folds {sweep.confirm_folds}, {cases} "
               f"cases): switch {100 * s['switch']:.1f}% keep {100 * s['keep']:.1f}% inconclusive "
-              f"{100 * s['inconclusive']:.1f}%; regret median {100 * s['regret_median']:.2f} mean "
+              f"{100 * s['inconclusive']:.1f}%; extended to more folds {100 * s['extended']:.1f}%; regret median {100 * s['regret_median']:.2f} mean "
               f"{100 * s['regret_mean']:.2f} points; false switch {100 * s['false_switch']:.1f}%; missed win "
               f"{_pct(s['missed'])}; switched to "
               f"{ {k: round(v, 3) for k, v in s['switched_to'].items()} }")

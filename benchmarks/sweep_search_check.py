@@ -21,7 +21,7 @@ def fold_seed_sd(sweep, fold_objective, baseline: str) -> float:
     return math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs))) if diffs else float("nan")
 
 
-def check(sweep, folder: Path, outcomes: list[tuple[str, str | None]], fold_objective, baseline: str,
+def check(sweep, folder: Path, outcomes: list[tuple], fold_objective, baseline: str,
           truth: dict | None = None) -> dict | None:
     """None when the dataset has no real search yet; else the figures (printed by the caller). ``truth`` (the
     sweep's per-loss calls, losses trained with ``--extra`` included): the real verdict's true gain and regret."""
@@ -34,7 +34,7 @@ def check(sweep, folder: Path, outcomes: list[tuple[str, str | None]], fold_obje
     extra = json.loads((folder / "meta.json").read_text()).get("extra", [])  # losses trained beside the grid
     by_describe = {LossSpec.from_dict(g["spec"]).describe(): g["label"] for g in sweep.grid + extra}
     chosen = by_describe.get(verdict.get("describe")) if verdict["decision"] == "switch" else None
-    same = sum(1 for d, loss in outcomes if d == verdict["decision"] and (d != "switch" or loss == chosen))
+    same = sum(1 for d, loss, *_ in outcomes if d == verdict["decision"] and (d != "switch" or loss == chosen))
     sd = fold_seed_sd(sweep, fold_objective, baseline)
     matched = []
     with open(search / "results.csv", newline="") as fh:

@@ -17,7 +17,7 @@ from autoloss.errors import AutolossError
 from autoloss.nnunet.run import Fidelity
 from autoloss.searching import records as rec
 from autoloss.searching import study as studies
-from autoloss.searching.confirm import ConfirmSettings, confirmation_folds
+from autoloss.searching.confirm import ConfirmSettings, confirmation_folds, extension_folds
 from autoloss.searching.runner import SearchConfig, run_search
 from autoloss.searching.verdict import compute_verdict
 from autoloss.spec import LossSpec
@@ -39,32 +39,57 @@ def load(work):
     return optuna.load_study(study_name=STUDY, storage=studies.make_storage(None, work))
 
 
-def test_screen_confirm_verdict_and_export_follow_the_verdict(search_work_dir, tmp_path, capsys):
-    study = run_search(config(search_work_dir), log=lambda s: None)
+def test_screen_confirm_verdict_and_export_follow_the_verdict(search_work_dir, tmp_path, capsys, monkeypatch):
+    from autoloss.searching import confirm, runner
+
+    # The confirmation begins on folds 1-2 (CONFIRM_CASES lowered: this split holds 6 cases) and the first verdict
+    # is made split (the candidate beat one Dice+CE training and not the other), which no 2-case confirmation
+    # can be on its own: the search must then add the free folds left, 3 and 4.
+    monkeypatch.setattr(confirm, "CONFIRM_CASES", 1)
+    real = runner.compute_verdict
+
+    def split(study):
+        v = real(study)
+        v.split = [c.spec.key() for c in v.comparisons]
+        return v
+
+    monkeypatch.setattr(runner, "compute_verdict", split)
+    logs: list[str] = []
+    cfg = config(search_work_dir, confirm=ConfirmSettings(top=1))
+    study = run_search(cfg, log=logs.append)
     assert len(studies.counted(study)) == 2  # the budget counts screening trials only
+    assert any("6 more on fold(s) 3, 4 if a candidate beats one Dice+CE training" in line for line in logs), logs
+    assert any(line.startswith("confirmation extended to fold(s) 3, 4") for line in logs), logs
+    plan = study.user_attrs[rec.CONFIRM_PLAN]
+    assert plan["folds"] == [1, 2, 3, 4] and plan["extended_from"] == [1, 2]
     confirmed = rec.confirmation_trials(study)
     # Dice+CE (twice: seeds 0 and 1) and the best distinct non-baseline screening candidate (seed 0, Dice+CE's
-    # first), each on folds 1 and 2 (never screened)
+    # first), each on folds 1 and 2 (never screened), then on the added folds 3 and 4
     assert Counter((t.user_attrs[rec.SPEC]["name"] == "DiceCE", t.user_attrs[rec.FOLD]) for t in confirmed) == {
-        (True, 1): 2, (True, 2): 2, (False, 1): 1, (False, 2): 1}
-    assert sorted(t.user_attrs[rec.REPLICATE] for t in confirmed) == [0, 0, 0, 0, 1, 1]
+        (True, f): 2 for f in (1, 2, 3, 4)} | {(False, f): 1 for f in (1, 2, 3, 4)}
+    assert sorted(t.user_attrs[rec.REPLICATE] for t in confirmed) == [0] * 8 + [1] * 4
     seeds = {p.parent.name: json.loads(p.read_text())["seed"]
              for p in search_work_dir.glob("trials/confirm_*/result.json")}
-    assert sorted(seeds.values()) == [0, 0, 0, 0, 1, 1]
+    assert sorted(seeds.values()) == [0] * 8 + [1] * 4
     assert all(seed == 1 for name, seed in seeds.items() if "_seed1_" in name)
     assert all(t.params == {} and t.state == optuna.trial.TrialState.COMPLETE for t in confirmed)
     assert all(t.user_attrs[rec.PER_CASE] for t in confirmed)
+    trials = len(study.trials)
+    study = run_search(cfg, log=lambda s: None)  # a rerun resumes: the extension kept, nothing trained again
+    assert len(study.trials) == trials and study.user_attrs[rec.CONFIRM_PLAN]["folds"] == [1, 2, 3, 4]
 
     verdict = json.loads((search_work_dir / "best_loss.json").read_text())["verdict"]
-    # 6 cases in a 5-fold split: folds 1 and 2 hold 2 validation cases in all -> too few to tell
-    assert verdict["decision"] == "inconclusive" and verdict["cases"] == 2
+    # 6 cases in a 5-fold split: folds 1-4 hold 4 validation cases in all -> too few to tell
+    assert verdict["decision"] == "inconclusive" and verdict["cases"] == 4
     assert set(verdict) >= {"decision", "loss", "gain", "ci", "p_value", "cases", "message"}
     assert "would be needed" in verdict["message"]
+    assert verdict["extended_from"] == [1, 2] and verdict["confirm_folds"] == [1, 2, 3, 4]
+    assert "extended to fold(s) 1,2,3,4" in verdict["message"]
     full = json.loads((search_work_dir / "verdict.json").read_text())
-    assert len(full["comparisons"]) == 1 and len(full["comparisons"][0]["per_case"]) == 2
-    assert all(k.split("/")[0] in ("1", "2") for k in full["comparisons"][0]["per_case"])
+    assert len(full["comparisons"]) == 1 and len(full["comparisons"][0]["per_case"]) == 4
+    assert {k.split("/")[0] for k in full["comparisons"][0]["per_case"]} == {"1", "2", "3", "4"}
     csv = (search_work_dir / "results.csv").read_text()
-    assert csv.count("(second control, seed +1)") == 2  # Dice+CE's second training on folds 1 and 2, named
+    assert csv.count("(second control, seed +1)") == 4  # Dice+CE's second training on each fold, named
     assert {"phase", "fold", "gain", "ci_low", "ci_high", "p_value", "cases"} <= set(csv.splitlines()[0].split(","))
     assert (search_work_dir / "summary.txt").read_text().startswith("verdict: INCONCLUSIVE")
 
@@ -141,6 +166,15 @@ def test_confirmation_folds_are_checked():
         confirmation_folds(5, (0,), ConfirmSettings(folds=(7,)))
     with pytest.raises(AutolossError, match="--no-confirm"):
         confirmation_folds(1, (0,), ConfirmSettings())
+
+
+def test_a_split_verdict_extends_to_the_free_folds_left_unless_the_user_chose_the_folds():
+    assert extension_folds(5, (0,), [1, 2], ConfirmSettings()) == [3, 4]
+    assert extension_folds(5, (1,), [0, 2], ConfirmSettings()) == [3, 4]
+    assert extension_folds(5, (0,), [1, 2, 3, 4], ConfirmSettings()) == []
+    assert extension_folds(5, (0,), [1, 2], ConfirmSettings(extend=False)) == []
+    assert extension_folds(5, (0,), [1, 2], ConfirmSettings(folds=(1, 2))) == []
+    assert extension_folds(5, (0,), [1, 2], ConfirmSettings(num_folds=2)) == []
 
 
 def test_a_seeded_training_repeats_and_another_seed_differs(hippo_prepared, tmp_path, monkeypatch):

@@ -173,8 +173,10 @@ def test_a_switch_must_hold_against_a_second_dice_ce_training():
     lucky = compute_verdict(study_of(-0.03, 0.0))
     assert lucky.decision == "keep" and "not the second" in lucky.message, lucky.message
     assert lucky.control_gap == pytest.approx(0.031, abs=0.002)  # seed 1 minus seed 0
+    assert lucky.split == [CAND.key()]  # beat one Dice+CE training, not the other: the search adds folds
     real = compute_verdict(study_of(0.0, 0.05))
     assert real.decision == "switch" and "second Dice+CE training" in real.message, real.message
+    assert real.split == []
     assert real.to_dict()["control_gap"] == pytest.approx(0.001, abs=0.001)
     # one control (--control-seeds 1, the rule before): the unlucky training alone decides
     one = study_of(-0.03, 0.0)
@@ -187,6 +189,24 @@ def test_a_switch_must_hold_against_a_second_dice_ce_training():
     partial.set_user_attr(rec.CONFIRM_PLAN, plan)
     v = compute_verdict(partial)
     assert v.decision == "inconclusive" and "1 missing" in v.message
+
+
+def test_an_extended_confirmation_is_judged_on_all_its_folds():
+    # Folds 1-2 split (the candidate only beat an unlucky first Dice+CE training), so the search added folds 3-4,
+    # where the two Dice+CE trainings agree and the candidate gains nothing: keep, on all 32 cases, and the message
+    # says where the confirmation began.
+    base_spec = LossSpec("DiceCE")
+    cases = {f"c{i}": {"1": {"dice": 0.5 + 0.01 * i, "nsd": 0.5}} for i in range(8)}
+    rows = [(base_spec, f, _shifted(cases, -0.03 if f < 3 else 0.0)) for f in (1, 2, 3, 4)] + \
+        [(base_spec, f, _shifted(cases, 0.001), 1) for f in (1, 2, 3, 4)] + [(CAND, f, cases) for f in (1, 2, 3, 4)]
+    study = _study_with(rows)
+    study.set_user_attr(rec.CONFIRM_PLAN, {"candidates": [CAND.to_dict()], "baseline": base_spec.to_dict(),
+                                           "folds": [1, 2, 3, 4], "extended_from": [1, 2], "epochs": 2,
+                                           "control_seeds": 2})
+    v = compute_verdict(study)
+    assert v.decision == "keep" and v.comparison.overall.cases == 32, v.message
+    assert v.extended_from == [1, 2] and v.to_dict()["extended_from"] == [1, 2]
+    assert "began on fold(s) 1,2" in v.message and "extended to fold(s) 1,2,3,4" in v.message
 
 
 def test_screening_alone_never_switches():

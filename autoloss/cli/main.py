@@ -134,7 +134,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                             metric=args.metric,
                             device=args.device, confirm=not args.no_confirm, confirm_top=args.confirm_top,
                             confirm_folds=args.confirm_folds, confirm_epochs=args.confirm_epochs,
-                            control_seeds=args.control_seeds,
+                            control_seeds=args.control_seeds, confirm_extend=not args.no_confirm_extend,
                             network=args.network, from_base=args.from_base, base=args.base,
                             base_epochs=args.base_epochs, finetune_epochs=args.finetune_epochs,
                             finetune_lr=args.finetune_lr, progress=progress, log=_logger(console),
@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-seeds", type=int, default=2,
                    help="Dice+CE trainings per confirmation fold, each with the next seed; a switch must beat "
                         "each (default 2; 1: one, cheaper, blind to a lucky or unlucky Dice+CE training)")
+    p.add_argument("--no-confirm-extend", action="store_true",
+                   help="never add folds to the confirmation (default: when a candidate beats one Dice+CE training "
+                        "and not the other, the free folds left are confirmed too before the verdict)")
     p.add_argument("--confirm-top", type=int, default=2, help="screening candidates confirmed (default 2)")
     p.add_argument("--confirm-epochs", type=int, default=None,
                    help="epochs of a confirmation training (default: the screening's --epochs)")

@@ -38,10 +38,12 @@ class ConfirmSettings:
     num_folds: int | None = None  # None: at least MIN_FOLDS, more until CONFIRM_CASES cases
     epochs: int | None = None  # None: the screening's epochs
     control_seeds: int = 2  # Dice+CE trainings per confirmation fold (seed, seed + 1, ...); a switch beats each
+    extend: bool = True  # a split verdict (one Dice+CE training beaten, not the other) confirms on the free folds left
 
     def to_dict(self) -> dict:
         return {"enabled": self.enabled, "top": self.top, "folds": list(self.folds) if self.folds else None,
-                "num_folds": self.num_folds, "epochs": self.epochs, "control_seeds": self.control_seeds}
+                "num_folds": self.num_folds, "epochs": self.epochs, "control_seeds": self.control_seeds,
+                "extend": self.extend}
 
 
 def confirmation_folds(available: int, screen_folds: tuple[int, ...], cs: ConfirmSettings,
@@ -73,6 +75,15 @@ def confirmation_folds(available: int, screen_folds: tuple[int, ...], cs: Confir
     return chosen
 
 
+def extension_folds(available: int, screen_folds: tuple[int, ...], folds: list[int], cs: ConfirmSettings) -> list[int]:
+    """The folds a split verdict adds (``verdict.Verdict.split``: a candidate beat one Dice+CE training and not the
+    other, so one training's luck decides): every free fold not yet confirmed on. None when the user chose the
+    folds (``--confirm-folds``, ``num_folds``) or turned extension off."""
+    if not cs.extend or cs.folds or cs.num_folds:
+        return []
+    return [f for f in range(available) if f not in screen_folds and f not in folds]
+
+
 def confirm_fidelity(screen: Fidelity, cs: ConfirmSettings, fold: int) -> Fidelity:
     return replace(screen, folds=(fold,), epochs=cs.epochs or screen.epochs)
 
@@ -94,6 +105,27 @@ def make_plan(study: optuna.Study, folds: list[int], epochs: int, top: int, seed
     candidates = select_candidates(study, top)
     plan = {"candidates": [s.to_dict() for s in candidates], "baseline": baseline_spec().to_dict(), "folds": folds,
             "epochs": epochs, "control_seeds": control_seeds(len(candidates), seeds)}
+    earlier = study.user_attrs.get(rec.CONFIRM_PLAN) or {}
+    if earlier.get("extended_from") == list(folds):  # a resumed search keeps the folds its split verdict added
+        plan["folds"], plan["extended_from"] = earlier["folds"], earlier["extended_from"]
+    study.set_user_attr(rec.CONFIRM_PLAN, plan)
+    return plan
+
+
+def extended(study: optuna.Study) -> bool:
+    return bool((study.user_attrs.get(rec.CONFIRM_PLAN) or {}).get("extended_from"))
+
+
+def describe_candidates(study: optuna.Study, keys: list[str]) -> str:
+    specs = [LossSpec.from_dict(s) for s in (study.user_attrs.get(rec.CONFIRM_PLAN) or {}).get("candidates", [])]
+    return ", ".join(s.describe() for s in specs if s.key() in keys) or "a candidate"
+
+
+def extend_plan(study: optuna.Study, more: list[int]) -> dict:
+    """Add ``more`` folds to the stored plan (once); ``pending`` then lists their trainings."""
+    plan = dict(study.user_attrs[rec.CONFIRM_PLAN])
+    plan["extended_from"] = list(plan["folds"])
+    plan["folds"] = sorted(set(plan["folds"]) | set(more))
     study.set_user_attr(rec.CONFIRM_PLAN, plan)
     return plan
 

@@ -32,7 +32,8 @@ SEED = "autoloss_seed"  # the training seed of a screening trial, kept when it i
 # study user attributes
 SETTINGS = "autoloss_settings"
 PRIOR_FLAG = "autoloss_prior_enqueued"
-CONFIRM_PLAN = "autoloss_confirm_plan"  # {candidates: [spec], baseline: spec, folds, epochs, control_seeds}
+CONFIRM_PLAN = "autoloss_confirm_plan"  # {candidates: [spec], baseline: spec, folds, epochs, control_seeds,
+#                                          extended_from: the first folds, when a split verdict added the rest}
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 

@@ -37,6 +37,7 @@ from autoloss.searching.repeats import MAX_IN_A_ROW, Repeats, screened_keys, tel
 from autoloss.searching.results import save_results
 from autoloss.searching.space import SearchSpace
 from autoloss.searching.trial import TrialJob, TrialOutcome, execute
+from autoloss.searching.verdict import compute_verdict
 from autoloss.spec import LossSpec
 
 
@@ -188,7 +189,11 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
     confirm_folds = (confirm.confirmation_folds(prepared.num_folds(), cfg.fidelity.folds, cfg.confirm,
                                                 lambda f: len(prepared.split(f)[1]))
                      if cfg.confirm.enabled else [])
-    _log_plan(cfg, confirm_folds, log)
+    # the free folds a split verdict (one Dice+CE training beaten, not the other) adds; not in fine-tune mode,
+    # where each new fold would first need its own base (4 x a training)
+    extra_folds = [] if not cfg.confirm.enabled or cfg.finetune.enabled or cfg.confirm.control_seeds < 2 else \
+        confirm.extension_folds(prepared.num_folds(), cfg.fidelity.folds, confirm_folds, cfg.confirm)
+    _log_plan(cfg, confirm_folds, extra_folds, log)
     device = cfg.device or _default_device()
     storage = studies.make_storage(cfg.storage, work_dir)
     # The network is derived once, when the study is made, and read back from its identity on resume.
@@ -227,6 +232,13 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
         if cfg.confirm.enabled and finished and not _out_of_time(cfg, start):
             ready(confirm_folds)
             _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log, lease.check)
+            split = compute_verdict(study).split if extra_folds and not _out_of_time(cfg, start) else []
+            if split and not confirm.extended(study):
+                confirm.extend_plan(study, extra_folds)
+                log(f"confirmation extended to fold(s) {', '.join(map(str, extra_folds))}: "
+                    f"{confirm.describe_candidates(study, split)} beat one Dice+CE training and not the other, so one "
+                    "training's luck would decide")
+                _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log, lease.check)
     finally:
         executor.shutdown()
     verdict = save_results(study, work_dir)
@@ -253,13 +265,17 @@ def _network_request(cfg: SearchConfig, user_base) -> str:
     return "full"
 
 
-def _log_plan(cfg: SearchConfig, confirm_folds: list[int], log) -> None:
+def _log_plan(cfg: SearchConfig, confirm_folds: list[int], extra_folds: list[int], log) -> None:
     screening, confirmation, full = confirm.planned_cost(cfg.budget, cfg.fidelity, cfg.confirm, len(confirm_folds))
     candidates = confirm.planned_candidates(cfg.budget, cfg.confirm)
     control = confirm.control_label(confirm.control_seeds(candidates, cfg.confirm.control_seeds))
     conf = (f" + {confirmation} confirmation trainings ({candidates} candidate(s) and {control} on fold(s) "
             f"{', '.join(map(str, confirm_folds))}, {cfg.confirm.epochs or cfg.fidelity.epochs} epochs)"
             if confirmation else " (no confirmation: the verdict can only be keep or inconclusive)")
+    if confirmation and candidates and extra_folds:
+        more = confirmation // len(confirm_folds) * len(extra_folds)
+        conf += (f", {more} more on fold(s) {', '.join(map(str, extra_folds))} if a candidate beats one Dice+CE "
+                 "training and not the other")
     log(f"planned: {screening} screening trainings (fold(s) {', '.join(map(str, cfg.fidelity.folds))}, "
         f"{cfg.fidelity.epochs} x {cfg.fidelity.iterations_per_epoch} iterations){conf} = "
         f"{full:.3g} x one full nnU-Net training (1000 x 250 iterations)")
@@ -336,8 +352,8 @@ def _confirm(cfg, study, executor, job, work_dir, folds, start, progress, log, c
     plan = confirm.make_plan(study, folds, epochs, cfg.confirm.top, cfg.confirm.control_seeds)
     todo = confirm.pending(study, plan)
     names = ", ".join(LossSpec.from_dict(s).describe() for s in plan["candidates"]) or "none"
-    log(f"confirmation: {confirm.control_label(plan.get('control_seeds', 1))} and {names} on fold(s) {', '.join(map(str, folds))}: {len(todo)} training(s) "
-        "to run")
+    log(f"confirmation: {confirm.control_label(plan.get('control_seeds', 1))} and {names} on fold(s) "
+        f"{', '.join(map(str, plan['folds']))}: {len(todo)} training(s) to run")
     pending: dict[int, tuple[LossSpec, int, int]] = {}
     queue = list(enumerate(todo, 1))
     while queue or pending:

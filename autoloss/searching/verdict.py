@@ -73,6 +73,10 @@ class Verdict:
     confirm_folds: list[int] = field(default_factory=list)
     control: str = "Dice+CE"  # what the candidates were compared with (fine-tune: Dice+CE continued from the base)
     control_gap: float | None = None  # second Dice+CE training minus the first, mean paired gain on the objective
+    # Candidates that beat one Dice+CE training and not the other: a training's luck decides, so the
+    # confirmation may take more folds (``confirm.extension_folds``) before the verdict stands.
+    split: list[str] = field(default_factory=list)
+    extended_from: list[int] = field(default_factory=list)  # the first confirmation folds, when a split extended them
 
     def to_dict(self) -> dict[str, Any]:
         c = self.comparison
@@ -84,7 +88,8 @@ class Verdict:
                 "candidate": c.spec.to_dict() if c else None,
                 "dice_change": {k: v.mean_gain for k, v in c.per_class.items()} if c else {},
                 "confirm_folds": self.confirm_folds, "compared_with": self.control,
-                "control_gap": self.control_gap, "message": self.message}
+                "control_gap": self.control_gap, "split": self.split, "extended_from": self.extended_from,
+                "message": self.message}
 
 
 def _pts(x: float) -> str:
@@ -172,11 +177,23 @@ def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int],
         else:
             verdict.message += (f" Against a second Dice+CE training (next seed, same folds): "
                                 f"{_pts(other.overall.mean_gain)} points ({_ci_text(other.overall)}).")
+    if second is not None and verdict.decision != "inconclusive":
+        verdict.split = _split(comparisons, second)
     if control_gap is not None and control_gap.cases:
         verdict.control_gap = control_gap.mean_gain
         verdict.message += (f" Two Dice+CE trainings on these folds differ by {_pts(control_gap.mean_gain)} points "
                             "(retraining noise).")
     return verdict
+
+
+def _split(first: list[Comparison], second: list[Comparison]) -> list[str]:
+    """Keys of the candidates that win against exactly one of the two Dice+CE trainings."""
+    other = {c.spec.key(): c for c in second}
+
+    def wins(c: Comparison | None) -> bool:
+        return c is not None and c.overall.cases >= MIN_CASES and c.wins
+
+    return [c.spec.key() for c in first if wins(c) != wins(other.get(c.spec.key()))]
 
 
 def _decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int], control: str) -> Verdict:
@@ -264,6 +281,11 @@ def compute_verdict(study: optuna.Study) -> Verdict:
     control = (f"the control (Dice+CE continued {mode.get('finetune_epochs')} epochs from the same base, same seed)"
                if mode.get("mode") == "finetune" else "Dice+CE")
     verdict = decide(comparisons, metric, folds, control, second, gap)
+    if plan.get("extended_from"):
+        verdict.extended_from = list(plan["extended_from"])
+        verdict.message += (f" The confirmation began on fold(s) {','.join(map(str, plan['extended_from']))}, where "
+                            "a candidate beat one Dice+CE training and not the other; it was extended to fold(s) "
+                            f"{','.join(map(str, folds))}.")
     if missing and verdict.decision != "inconclusive":
         verdict.decision, verdict.loss = "inconclusive", None
         verdict.message = (f"inconclusive: the confirmation is unfinished or some of its trainings failed "
