@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_replay import BASELINE, DEFAULT_DIR, common_folds, load_sweep, merged  # noqa: E402
+from sweep_table import BASELINE, DEFAULT_DIR, common_folds, load_sweep, merged  # noqa: E402
 
 FOLDS = [0, 1, 2, 3, 4]
 

@@ -1,0 +1,137 @@
+"""One dataset's exhaustive sweep as a table, and the truth read from it.
+
+``benchmarks/sweep.py`` writes one folder per dataset (``cases.csv``: one row per training, validation case and
+class with its metrics; ``meta.json``: the objective, the grid of LossSpecs in the prior's order, the confirmation
+folds); ``load_sweep`` reads it back as per-case tables by arm, loss and fold, and ``truth`` gives each grid loss's
+paired gain over Dice+CE on every case. The replay (``sweep_replay``), the records (``sweep_records``) and the real
+search's check (``sweep_search_check``) read the sweep through this module.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = ROOT / "benchmarks" / "results" / "sweep"
+BASELINE = "DiceCE"
+
+
+@dataclass
+class Sweep:
+    """One dataset's sweep: per arm, loss key and fold, the per-case metric tables ({case: {class: {metric: v}}})."""
+
+    name: str
+    objective: str
+    grid: list[dict]  # {"label", "spec"} in the prior's order (Dice+CE first)
+    confirm_folds: list[int]
+    screen_fold: int = 0
+    extend: bool = True  # the product's extension of a split confirmation (``--no-extend``: the rule before)
+    tables: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))  # arm -> key -> fold -> {}
+    seeds: dict = field(default_factory=dict)  # (arm, key, fold) -> seed
+
+    def folds(self, arm: str, key: str) -> list[int]:
+        return sorted(self.tables[arm][key])
+
+
+def load_sweep(folder: Path) -> Sweep:
+    meta = json.loads((folder / "meta.json").read_text())
+    sweep = Sweep(meta["dataset"], meta["objective"], meta["grid"], meta["confirm_folds"], meta.get("screen_fold", 0))
+    if not (folder / "cases.csv").exists():  # begun: planned and prepared, no training finished yet
+        return sweep
+    with open(folder / "cases.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            arm, key, fold = row["arm"], row["loss"], int(row["fold"])
+            metrics = {m: float(v) for m, v in row.items() if m not in ("arm", "loss", "fold", "seed", "case", "class")
+                       and v not in ("", None)}
+            sweep.tables[arm][key].setdefault(fold, {}).setdefault(row["case"], {})[row["class"]] = metrics
+            sweep.seeds[(arm, key, fold)] = int(row["seed"])
+    return sweep
+
+
+def product_folds(sweep: Sweep) -> list[int]:
+    """The confirmation folds the product picks for this split (``autoloss.searching.confirm``): from the Dice+CE
+    table's fold sizes, screening on ``screen_fold``."""
+    from autoloss.searching.confirm import ConfirmSettings, confirmation_folds
+
+    base = sweep.tables["scratch"].get(BASELINE, {})
+    return confirmation_folds(5, (sweep.screen_fold,), ConfirmSettings(), lambda f: len(base.get(f, {})))
+
+
+def common_folds(sweep: Sweep) -> list[int]:
+    """The folds every grid loss was trained on from scratch; the replay and the truth use these only (a sweep in
+    progress is read on the folds it has finished, once they hold the screening and confirmation folds)."""
+    labels = [g["label"] for g in sweep.grid]
+    if not all(label in sweep.tables["scratch"] for label in labels):
+        return []
+    return sorted(set.intersection(*(set(sweep.tables["scratch"][label]) for label in labels)))
+
+
+def restrict(sweep: Sweep, folds: list[int]) -> None:
+    for arm in list(sweep.tables):
+        for key in list(sweep.tables[arm]):
+            sweep.tables[arm][key] = {f: v for f, v in sweep.tables[arm][key].items() if f in folds}
+
+
+def merged(table_by_fold: dict, folds) -> dict:
+    return {f"{f}/{c}": v for f in folds for c, v in table_by_fold.get(f, {}).items()}
+
+
+def spec_key(spec: dict) -> str:
+    from autoloss.spec import LossSpec
+
+    return LossSpec.from_dict(spec).key()
+
+
+def labels_by_key(specs: dict[str, dict]) -> dict[str, str]:
+    return {spec_key(s): label for label, s in specs.items()}
+
+
+def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
+    """Per grid loss: paired gain over Dice+CE on every case its trainings validated (objective and Dice)."""
+    from autoloss.paired_stats import paired_comparison
+    from autoloss.nnunet.run import case_objective
+
+    base = sweep.tables[arm][BASELINE]
+    out = {}
+    for key, by_fold in sweep.tables[arm].items():
+        if key == BASELINE:
+            continue
+        folds = sorted(set(by_fold) & set(base))
+        cand, ref = merged(by_fold, folds), merged(base, folds)
+        obj = paired_comparison({k: case_objective(v, sweep.objective) for k, v in cand.items()},
+                                {k: case_objective(v, sweep.objective) for k, v in ref.items()})
+        dice = paired_comparison({k: case_objective(v, "dice") for k, v in cand.items()},
+                                 {k: case_objective(v, "dice") for k, v in ref.items()})
+        call = "beats" if obj.significant_gain else "loses" if obj.significant_loss else "ties"
+        # training-level check: a case-level test counts a fold's cases as independent, but they share one
+        # training's luck; against the mean of the Dice+CE seed pair (where there is one) per fold
+        pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
+        won = sum(1 for f in folds if fold_objective(by_fold, f, sweep.objective) > np.mean(
+            [fold_objective(base, f, sweep.objective)] + ([fold_objective(pair, f, sweep.objective)] if f in pair
+                                                            else [])))
+        out[key] = {"gain": obj.mean_gain, "ci": obj.ci, "p": obj.p_value, "cases": obj.cases, "folds": folds,
+                    "folds_won": won,
+                    "dice_gain": dice.mean_gain, "dice_ci": dice.ci, "dice_p": dice.p_value, "call": call}
+    return out
+
+
+def best_true_gain(t: dict[str, dict]) -> tuple[str | None, float]:
+    winners = {k: v["gain"] for k, v in t.items() if v["call"] == "beats"}
+    if not winners:
+        return None, 0.0
+    k = max(winners, key=winners.get)
+    return k, winners[k]
+
+
+def fold_objective(table_by_fold: dict, fold: int, objective: str) -> float:
+    from autoloss.nnunet.run import case_objective
+
+    vals = [case_objective(v, objective) for v in table_by_fold.get(fold, {}).values()]
+    vals = [x for x in vals if x == x]
+    return float(np.mean(vals)) if vals else float("nan")
+
