@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoloss.spec import LossSpec
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import sweep_replay as sr  # noqa: E402
 
@@ -71,6 +73,24 @@ def test_the_summary_fails_a_product_that_always_keeps_or_switches_wrong(tmp_pat
         assert s["missed"] == 1.0 and s["regret_median"] == pytest.approx(t["DiceFocal"]["gain"])
     else:
         assert s["false_switch"] == 1.0 and s["regret_median"] > 0.09
+
+
+def test_the_replay_extends_a_split_confirmation_as_the_product_does(tmp_path):
+    # Folds 1-2: the first Dice+CE training is 3 points low, so DiceFocal (no real gain) beats it and not the
+    # second Dice+CE training: a split. The product then confirms on folds 3-4 too, where nothing separates them,
+    # and keeps; without the extension (the rule before) the split alone also keeps, on folds 1-2 only.
+    sweep = sr.load_sweep(write_sweep(tmp_path / "split", {k: 0.0 for k, _ in GRID}, noise=0.002))
+    base = sweep.tables["scratch"][sr.BASELINE]
+    world = {sr.BASELINE: {f: {c: {"1": {"dice": v["1"]["dice"] - (0.03 if f in (1, 2) else 0.0)}}
+                               for c, v in base[f].items()} for f in base},
+             sr.BASELINE_B: base, "DiceFocal": sweep.tables["scratch"]["DiceFocal"]}
+    specs = {g["label"]: g["spec"] for g in sweep.grid}
+    sweep.confirm_folds = [1, 2]
+    v = sr.confirm_and_decide(world, ["DiceFocal"], sweep, specs)
+    assert v.extended_from == [1, 2] and v.confirm_folds == [1, 2, 3, 4] and v.decision == "keep", v.message
+    sweep.extend = False
+    v = sr.confirm_and_decide(world, ["DiceFocal"], sweep, specs)
+    assert not v.extended_from and v.confirm_folds == [1, 2] and v.split == [LossSpec.from_dict(specs["DiceFocal"]).key()]
 
 
 def test_planted_winner_is_dice_ce_shifted_by_two_points():
