@@ -10,7 +10,8 @@ confirmation folds; each grid entry is ``{"label": ..., "spec": LossSpec dict}``
 Per dataset it prints:
 
 - the truth: each loss's paired per-case gain over Dice+CE on every case of the 5-fold split (from-scratch arm), on
-  the objective and on Dice, with the 95 % interval and the Wilcoxon p-value, and whether it beats, ties or loses;
+  the objective and on Dice, with the 95 % interval and the Wilcoxon p-value, and whether it beats, ties or loses
+  (by the product's switch rule: "beats" also needs no class losing Dice significantly, else it "trades");
 - the real A/A: Dice+CE seed b against seed a through the verdict (any `switch` is false);
 - the replay (``--seeds`` times): the validated cases dealt at random into folds of the original sizes (a rerun on
   another split) and every (loss, fold) training given run noise drawn from the Dice+CE seed pair (a shift shared
@@ -224,7 +225,8 @@ def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], sp
 
 def replay(sweep: Sweep, seeds: int, budget: int, planted: bool = False, train_repeats: bool = False,
            training_shift: bool = True, control_seeds: int = 2) -> list[tuple[str, str | None, bool]]:
-    tables = {k: dict(v) for k, v in sweep.tables["scratch"].items()}
+    grid = {g["label"] for g in sweep.grid}  # not the losses trained beside it (--extra): the search's choices
+    tables = {k: dict(v) for k, v in sweep.tables["scratch"].items() if k in grid}
     if control_seeds > 1:
         tables[BASELINE_B] = tables[BASELINE]  # the same loss, trained again: its own noise in each world
     specs = {g["label"]: g["spec"] for g in sweep.grid}
@@ -307,8 +309,14 @@ def main() -> None:
                         help="Dice+CE trainings per confirmation fold, as the product's option (1: the rule before)")
     parser.add_argument("--no-extend", action="store_true",
                         help="never extend a split confirmation to the free folds left (the rule before)")
+    parser.add_argument("--harm-alpha", type=float,
+                        help="the level of the verdict's per-class Dice-loss check (verdict.DICE_HARM_ALPHA)")
     parser.add_argument("--datasets", nargs="+", help="only these datasets (folder names)")
     args = parser.parse_args()
+    if args.harm_alpha:
+        from autoloss.searching import verdict
+
+        verdict.DICE_HARM_ALPHA = args.harm_alpha
     folders = sorted(p.parent for p in Path(args.folder).glob("*/meta.json")
                      if not args.datasets or p.parent.name in args.datasets)
     if not folders:
@@ -335,7 +343,8 @@ def main() -> None:
         for key, r in sorted(t.items(), key=lambda kv: -kv[1]["gain"]):
             print(f"{key[:34]:<34} {100 * r['gain']:+6.2f} [{100 * r['ci'][0]:+6.2f},{100 * r['ci'][1]:+6.2f}] "
                   f"{r['p']:7.3g} {100 * r['dice_gain']:+9.2f} {r['cases']:5d} {r['folds_won']:>4}/{len(r['folds'])}"
-                  f"     {r['call']}")
+                  f"     {r['call']}" + "".join(f" (class {c} Dice {100 * g:+.2f})"
+                                                for c, g in r.get("dice_losses", {}).items()))
         noise = Noise(sweep, training_shift=not args.iid_noise)
         aa = real_aa(sweep)
         outcomes = replay(sweep, args.seeds, args.budget, train_repeats=args.train_repeats,
@@ -359,7 +368,7 @@ def main() -> None:
                                                   "DiceCE#2": sweep.tables["scratch_seed2"].get(BASELINE, {})}
                                                  | second, noise),
                                         ["DiceCE#2"], sweep, {"DiceCE#2": AA_SPEC}).decision
-                     for i in range(min(args.seeds, 200))] if sweep.tables["scratch_seed2"] else []
+                     for i in range(args.seeds)] if sweep.tables["scratch_seed2"] else []
         aa_rate = sum(d == "switch" for d in aa_replay) / len(aa_replay) if aa_replay else float("nan")
         # the model's own null: Dice+CE's table twice, each with its own rerun noise (the seed-b table above
         # carries its real fold-mean differences from seed a on top of the noise drawn from them)
@@ -367,7 +376,7 @@ def main() -> None:
         null = [confirm_and_decide(resample(np.random.default_rng(i), sweep,
                                             {BASELINE: base_table, "DiceCE#2": base_table} | second, noise),
                                    ["DiceCE#2"], sweep, {"DiceCE#2": AA_SPEC}).decision
-                for i in range(min(args.seeds, 200))]
+                for i in range(args.seeds)]
         null_rate = sum(d == "switch" for d in null) / len(null)
         print(f"run noise SD (Dice, per case, from the seed pair): {noise.sd('dice'):.4f} (training shift SD "
               f"{float(np.std(noise.shifts.get('dice', [0.0]))):.4f}); real A/A: {aa}; replay A/A false switches "

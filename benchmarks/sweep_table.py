@@ -93,8 +93,9 @@ def labels_by_key(specs: dict[str, dict]) -> dict[str, str]:
 
 def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
     """Per grid loss: paired gain over Dice+CE on every case its trainings validated (objective and Dice)."""
-    from autoloss.paired_stats import paired_comparison
     from autoloss.nnunet.run import case_objective
+    from autoloss.paired_stats import paired_comparison
+    from autoloss.searching import verdict
 
     base = sweep.tables[arm][BASELINE]
     out = {}
@@ -107,7 +108,15 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
                                 {k: case_objective(v, sweep.objective) for k, v in ref.items()})
         dice = paired_comparison({k: case_objective(v, "dice") for k, v in cand.items()},
                                  {k: case_objective(v, "dice") for k, v in ref.items()})
-        call = "beats" if obj.significant_gain else "loses" if obj.significant_loss else "ties"
+        # the product's switch rule on every case: a significant gain on the objective and no class losing Dice
+        # significantly; a gain that costs a class's Dice "trades" (the product would not switch to it)
+        classes = sorted({c for v in list(cand.values()) + list(ref.values()) for c in v})
+        class_dice = {c: paired_comparison({k: v.get(c, {}).get("dice") for k, v in cand.items()},
+                                           {k: v.get(c, {}).get("dice") for k, v in ref.items()},
+                                           alpha=verdict.DICE_HARM_ALPHA) for c in classes}
+        dice_losses = {c: d.mean_gain for c, d in class_dice.items() if d.significant_loss}
+        call = ("trades" if dice_losses else "beats") if obj.significant_gain else \
+            "loses" if obj.significant_loss else "ties"
         # training-level check: a case-level test counts a fold's cases as independent, but they share one
         # training's luck; against the mean of the Dice+CE seed pair (where there is one) per fold
         pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
@@ -115,7 +124,7 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
             [fold_objective(base, f, sweep.objective)] + ([fold_objective(pair, f, sweep.objective)] if f in pair
                                                             else [])))
         out[key] = {"gain": obj.mean_gain, "ci": obj.ci, "p": obj.p_value, "cases": obj.cases, "folds": folds,
-                    "folds_won": won,
+                    "folds_won": won, "dice_losses": dice_losses,
                     "dice_gain": dice.mean_gain, "dice_ci": dice.ci, "dice_p": dice.p_value, "call": call}
     return out
 

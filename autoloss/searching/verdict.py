@@ -29,6 +29,7 @@ from autoloss.paired_stats import ALPHA, MIN_BASELINE_SCORE, MIN_CASES, WORTHWHI
 from autoloss.spec import LossSpec
 
 DECISIONS = ("switch", "keep", "inconclusive")
+DICE_HARM_ALPHA = ALPHA  # a class "loses Dice significantly" below this p (interval at 1 - this level)
 
 
 @dataclass
@@ -109,7 +110,8 @@ def compare(candidate: dict[str, dict], baseline: dict[str, dict], metric: str, 
     overall = paired_comparison(cand_obj, base_obj, alpha=alpha)
     classes = sorted({c for v in list(candidate.values()) + list(baseline.values()) for c in v})
     per_class = {c: paired_comparison({k: v.get(c, {}).get("dice") for k, v in candidate.items()},
-                                      {k: v.get(c, {}).get("dice") for k, v in baseline.items()})
+                                      {k: v.get(c, {}).get("dice") for k, v in baseline.items()},
+                                      alpha=DICE_HARM_ALPHA)
                  for c in classes}
     pairs = {k: {"candidate": cand_obj[k], "baseline": base_obj[k]} for k in sorted(set(cand_obj) & set(base_obj))}
     return Comparison(spec, metric, overall, per_class, pairs, _metric_gains(candidate, baseline, metric))
