@@ -160,6 +160,12 @@ def test_a_tie_is_not_a_records_best_loss():
     win = {"results": [{"spec": {"name": "DiceTopK"}, "gain": 0.002, "ci": [0.001, 0.004]}]}
     published = {"results": [{"spec": {"name": "DiceTopK"}, "gain": 0.002, "ci": None}]}
     assert (best_loss(tie), best_loss(win), best_loss(published)) == ("DiceCE", "DiceTopK", "DiceTopK")
+    # a measured record that decided says its best itself: a larger gain that cost a class's Dice lost the verdict
+    trades = {"results": [{"spec": {"name": "DiceCE+Blob"}, "gain": 0.039, "ci": [0.033, 0.045]},
+                          {"spec": {"name": "DiceCE+SkelRecall"}, "gain": 0.017, "ci": [0.012, 0.021]}],
+              "verdict": {"decision": "switch", "loss": {"name": "DiceCE+SkelRecall", "params": {}}}}
+    assert best_loss(trades) == "DiceCE+SkelRecall"
+    assert best_loss(trades | {"verdict": {"decision": "keep", "loss": None}}) == "DiceCE"
 
 
 def test_run_noise_moves_a_whole_training_as_the_seed_pair_did(tmp_path):

@@ -157,8 +157,17 @@ def winner(record: dict[str, Any]) -> LossSpec | None:
 
 
 def best_loss(record: dict[str, Any], baseline: str = "DiceCE") -> str:
-    """The record's best loss by its mean gain (Dice+CE, gain 0, when nothing beat it). A measured gain whose
-    interval reaches 0 did not beat Dice+CE (a published mean has no interval: its sign decides)."""
+    """The record's best loss. A measured record (gains with intervals) that decided says it: its switch loss, or
+    Dice+CE on keep (the verdict's rule also refuses a gain that costs a class's Dice significantly, which the
+    mean gains alone do not show). Otherwise the best mean gain (Dice+CE, gain 0, when nothing beat it); a
+    measured gain whose interval reaches 0 did not beat Dice+CE (a published mean has no interval: its sign
+    decides)."""
+    verdict = record.get("verdict") or {}
+    measured = any((r.get("ci") or [None])[0] is not None for r in record["results"])
+    if measured and verdict.get("decision") == "keep":
+        return baseline
+    if measured and verdict.get("decision") == "switch" and verdict.get("loss"):
+        return verdict["loss"]["name"]
     best, gain = baseline, 0.0
     for r in record["results"]:
         ci = r.get("ci") or [None, None]
