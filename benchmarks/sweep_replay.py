@@ -211,12 +211,12 @@ def replay_once(rng, sweep: Sweep, tables: dict[str, dict], order: list[str], sp
                 train_repeats: bool = False) -> tuple[str, str | None, bool]:
     world = resample(rng, sweep, tables, noise)
     screened = screen(world, order, sweep, budget, seed, train_repeats=train_repeats)
-    chosen: list[str] = []
-    for key, _ in sorted(screened, key=lambda kv: -(kv[1] if kv[1] == kv[1] else -1)):
-        if key != BASELINE and key not in chosen:
-            chosen.append(key)
-        if len(chosen) == top:
-            break
+    from autoloss.searching.confirm import pick_candidates
+    from autoloss.spec import LossSpec
+
+    ranked = [key for key, _ in sorted(screened, key=lambda kv: -(kv[1] if kv[1] == kv[1] else -1))]
+    key_of = {LossSpec.from_dict(specs[k]): k for k in reversed(ranked)}  # the product's rule over the labels
+    chosen = [key_of[s] for s in pick_candidates([LossSpec.from_dict(specs[k]) for k in ranked], top)]
     if not chosen:
         return "keep", None, False
     v = confirm_and_decide(world, chosen, sweep, specs)

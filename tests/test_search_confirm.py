@@ -168,6 +168,21 @@ def test_confirmation_folds_are_checked():
         confirmation_folds(1, (0,), ConfirmSettings())
 
 
+def test_the_confirmation_takes_the_best_of_each_loss_before_a_second_weight_of_one():
+    from autoloss.searching.confirm import select_candidates
+
+    study = optuna.create_study(direction="maximize")
+    screened = [(LossSpec("DiceCE+Blob", {"blob.weight": 1.88}), 0.763),
+                (LossSpec("DiceCE+Blob", {"blob.weight": 1.79}), 0.749), (LossSpec("DiceCE+SkelRecall"), 0.747),
+                (LossSpec("DiceCE"), 0.720), (LossSpec("DiceCE+Blob"), 0.703)]
+    for spec, value in screened:
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={rec.SPEC: spec.to_dict()}))
+    # the AxonMyelin real search: two Blob weights led the screening, Skeleton Recall third
+    assert select_candidates(study, 2) == [screened[0][0], screened[2][0]]
+    assert select_candidates(study, 3) == [screened[0][0], screened[2][0], screened[1][0]]  # then other weights
+    assert select_candidates(study, 9) == [screened[0][0], screened[2][0], screened[1][0], screened[4][0]]
+
+
 def test_a_split_verdict_extends_to_the_free_folds_left_unless_the_user_chose_the_folds():
     assert extension_folds(5, (0,), [1, 2], ConfirmSettings()) == [3, 4]
     assert extension_folds(5, (1,), [0, 2], ConfirmSettings()) == [3, 4]

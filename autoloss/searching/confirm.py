@@ -89,15 +89,18 @@ def confirm_fidelity(screen: Fidelity, cs: ConfirmSettings, fold: int) -> Fideli
 
 
 def select_candidates(study: optuna.Study, top: int) -> list[LossSpec]:
-    """The ``top`` best distinct screening specs other than Dice+CE (best first)."""
-    chosen: list[LossSpec] = []
-    for t in sorted(rec.screening_trials(study), key=lambda t: (-t.value, t.number)):
-        spec = rec.spec_of(t)
-        if spec is not None and not rec.is_baseline(spec) and spec not in chosen:
-            chosen.append(spec)
-        if len(chosen) == top:
-            break
-    return chosen
+    """The ``top`` best distinct screening specs other than Dice+CE (best first), the best of each loss first: two
+    weights of one loss are nearly one hypothesis, and on the AxonMyelin tiles two Blob weights took both slots
+    from Skeleton Recall, screened third and the sweep's winner. Other weights fill the slots left."""
+    return pick_candidates([rec.spec_of(t) for t in sorted(rec.screening_trials(study),
+                                                           key=lambda t: (-t.value, t.number))], top)
+
+
+def pick_candidates(ranked: list[LossSpec | None], top: int) -> list[LossSpec]:
+    """``select_candidates``'s rule on specs ranked best first (the sweep replay applies it too)."""
+    ranked = [s for i, s in enumerate(ranked) if s is not None and not rec.is_baseline(s) and s not in ranked[:i]]
+    best_of_each = [s for i, s in enumerate(ranked) if s.name not in {r.name for r in ranked[:i]}]
+    return (best_of_each + [s for s in ranked if s not in best_of_each])[:top]
 
 
 def make_plan(study: optuna.Study, folds: list[int], epochs: int, top: int, seeds: int = 1) -> dict:
