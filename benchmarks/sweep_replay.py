@@ -325,14 +325,14 @@ def main() -> None:
     for folder in folders:
         sweep = load_sweep(folder)
         folds = common_folds(sweep)
-        sweep.confirm_folds = sorted(args.confirm_folds) if args.confirm_folds else product_folds(sweep)
+        wanted = sorted(args.confirm_folds) if args.confirm_folds else product_folds(sweep)
         sweep.extend = not args.no_extend and not args.confirm_folds and args.control_seeds > 1 and len(folds) == 5
-        if not set(sweep.confirm_folds) <= set(folds):  # a sweep in progress: the folds it has, as many
-            sweep.confirm_folds = [f for f in folds if f != sweep.screen_fold][:len(sweep.confirm_folds)]
-        needed = {sweep.screen_fold, *sweep.confirm_folds}
-        if not needed <= set(folds):
+        # a sweep in progress: as many confirmation folds as wanted, from the folds every grid loss finished
+        sweep.confirm_folds = wanted if set(wanted) <= set(folds) else \
+            [f for f in folds if f != sweep.screen_fold][:len(wanted)]
+        if sweep.screen_fold not in folds or len(sweep.confirm_folds) < len(wanted):
             print(f"\n{sweep.name}: sweep in progress (every grid loss on fold(s) {folds or 'none'}; the replay needs "
-                  f"{sorted(needed)}), skipped")
+                  f"the screening fold {sweep.screen_fold} and {len(wanted)} confirmation folds), skipped")
             continue
         restrict(sweep, folds)
         partial = "" if len(folds) == 5 else f"; PARTIAL: folds {folds} of 5 only"

@@ -130,6 +130,18 @@ def test_a_sweep_in_progress_is_read_on_the_folds_every_loss_finished(tmp_path):
     assert all(t["cases"] == 36 for t in sr.truth(sweep).values())
 
 
+def test_a_sweep_with_only_its_screening_fold_done_is_skipped_not_replayed(tmp_path, monkeypatch, capsys):
+    folder = write_sweep(tmp_path / "sweeps" / "early", {k: 0.0 for k, _ in GRID})
+    rows = list(csv.reader(open(folder / "cases.csv")))
+    with open(folder / "cases.csv", "w", newline="") as fh:  # DiceFocal finished fold 0 only
+        csv.writer(fh).writerows([rows[0]] + [r for r in rows[1:] if not (r[1] == "DiceFocal" and r[2] != "0")])
+    monkeypatch.setattr(sys, "argv", ["sweep_replay.py", str(tmp_path / "sweeps"), "--seeds", "2"])
+    sr.main()
+    out = capsys.readouterr().out
+    assert "early: sweep in progress (every grid loss on fold(s) [0]" in out and "skipped" in out
+    assert "replay (" not in out
+
+
 def test_a_finished_sweep_writes_a_valid_measured_knowledge_record(tmp_path):
     import sweep_records
 
