@@ -96,6 +96,7 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
     from autoloss.nnunet.run import case_objective
     from autoloss.paired_stats import paired_comparison
     from autoloss.searching import verdict
+    from autoloss.spec import LossSpec
 
     base = sweep.tables[arm][BASELINE]
     out = {}
@@ -104,17 +105,13 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
             continue
         folds = sorted(set(by_fold) & set(base))
         cand, ref = merged(by_fold, folds), merged(base, folds)
-        obj = paired_comparison({k: case_objective(v, sweep.objective) for k, v in cand.items()},
-                                {k: case_objective(v, sweep.objective) for k, v in ref.items()})
+        # the product's own comparison (``verdict.compare``) and switch rule on every case: a significant gain on
+        # the objective and no class losing Dice significantly; a gain that costs a class's Dice "trades"
+        cmp = verdict.compare(cand, ref, sweep.objective, LossSpec(key))
+        obj = cmp.overall
         dice = paired_comparison({k: case_objective(v, "dice") for k, v in cand.items()},
                                  {k: case_objective(v, "dice") for k, v in ref.items()})
-        # the product's switch rule on every case: a significant gain on the objective and no class losing Dice
-        # significantly; a gain that costs a class's Dice "trades" (the product would not switch to it)
-        classes = sorted({c for v in list(cand.values()) + list(ref.values()) for c in v})
-        class_dice = {c: paired_comparison({k: v.get(c, {}).get("dice") for k, v in cand.items()},
-                                           {k: v.get(c, {}).get("dice") for k, v in ref.items()},
-                                           alpha=verdict.DICE_HARM_ALPHA) for c in classes}
-        dice_losses = {c: d.mean_gain for c, d in class_dice.items() if d.significant_loss}
+        dice_losses = {c: cmp.per_class[c].mean_gain for c in cmp.dice_losses}
         call = ("trades" if dice_losses else "beats") if obj.significant_gain else \
             "loses" if obj.significant_loss else "ties"
         # training-level check: a case-level test counts a fold's cases as independent, but they share one

@@ -190,6 +190,7 @@ def test_a_split_verdict_extends_to_the_free_folds_left_unless_the_user_chose_th
     assert extension_folds(5, (0,), [1, 2], ConfirmSettings(extend=False)) == []
     assert extension_folds(5, (0,), [1, 2], ConfirmSettings(folds=(1, 2))) == []
     assert extension_folds(5, (0,), [1, 2], ConfirmSettings(num_folds=2)) == []
+    assert extension_folds(5, (0,), [1, 2], ConfirmSettings(control_seeds=1)) == []  # one Dice+CE: no split
 
 
 def test_a_seeded_training_repeats_and_another_seed_differs(hippo_prepared, tmp_path, monkeypatch):

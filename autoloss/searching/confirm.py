@@ -78,8 +78,8 @@ def confirmation_folds(available: int, screen_folds: tuple[int, ...], cs: Confir
 def extension_folds(available: int, screen_folds: tuple[int, ...], folds: list[int], cs: ConfirmSettings) -> list[int]:
     """The folds a split verdict adds (``verdict.Verdict.split``: a candidate beat one Dice+CE training and not the
     other, so one training's luck decides): every free fold not yet confirmed on. None when the user chose the
-    folds (``--confirm-folds``, ``num_folds``) or turned extension off."""
-    if not cs.extend or cs.folds or cs.num_folds:
+    folds (``--confirm-folds``, ``num_folds``), turned extension off, or trains one Dice+CE (no split to see)."""
+    if not cs.extend or cs.folds or cs.num_folds or cs.control_seeds < 2:
         return []
     return [f for f in range(available) if f not in screen_folds and f not in folds]
 

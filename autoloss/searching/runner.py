@@ -191,7 +191,7 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
                      if cfg.confirm.enabled else [])
     # the free folds a split verdict (one Dice+CE training beaten, not the other) adds; not in fine-tune mode,
     # where each new fold would first need its own base (4 x a training)
-    extra_folds = [] if not cfg.confirm.enabled or cfg.finetune.enabled or cfg.confirm.control_seeds < 2 else \
+    extra_folds = [] if not cfg.confirm.enabled or cfg.finetune.enabled else \
         confirm.extension_folds(prepared.num_folds(), cfg.fidelity.folds, confirm_folds, cfg.confirm)
     _log_plan(cfg, confirm_folds, extra_folds, log)
     device = cfg.device or _default_device()
