@@ -55,53 +55,78 @@ AA_SPEC = {"name": "DiceCE", "params": {"ce.weight": 1.0}}  # Dice+CE under anot
 
 
 class Noise:
-    """Run noise per metric drawn from the Dice+CE seed pair. A rerun moves a whole training (every case of its
-    fold shifts together: the seed pair's fold means differ by a few tenths of a point) and each case around it:
-    ``shifts`` are the fold-mean differences / sqrt 2 (both signs), ``draws`` the per-case residuals (a_i - b_i -
-    the fold's mean difference) / sqrt 2. ``training_shift=False``: case noise only, i.i.d. (the model before)."""
+    """Run noise drawn from the Dice+CE seed pair, per class and metric. A rerun moves a whole training (every case
+    of its fold shifts together: the seed pair's fold means differ by a few tenths of a point) and each case around
+    it. ``shifts``: one vector per fold and sign, {(class, metric): fold-mean difference / sqrt 2}, drawn whole for
+    a training, so its classes and metrics move together as the seed pair's did; ``draws``: one vector per case,
+    {(class, metric): (a_i - b_i - the fold's mean difference) / sqrt 2}, drawn whole for a case (a case's Dice and
+    clDice move together). Per class: one class's spread must not be lent to another (AxonMyelin's axons differ by
+    several points between seeds, its myelin by tenths; pooled, the myelin noise hid a half-point myelin loss).
+    ``training_shift=False``: case noise only, i.i.d. (the model before). ``case_sd``/``shift_sd``: the same
+    figures on the objective, for the power model."""
 
     def __init__(self, sweep: Sweep, arm_a: str = "scratch", arm_b: str = "scratch_seed2",
                  training_shift: bool = True):
+        from autoloss.nnunet.run import case_objective
+
         a, b = sweep.tables[arm_a][BASELINE], sweep.tables[arm_b].get(BASELINE, {})
-        diffs: dict[str, list[float]] = defaultdict(list)
-        shifts: dict[str, list[float]] = defaultdict(list)
+        self.shifts: list[dict] = []
+        self.draws: list[dict] = []
+        objective_resid, objective_shifts = [], []
         # sorted: a set of strings iterates in a per-process hash order, and the draws' order must not vary
         for fold in sorted(set(a) & set(b)):
-            by_metric: dict[str, list[float]] = defaultdict(list)
+            per_case: dict[str, dict] = {}
             for case in sorted(set(a[fold]) & set(b[fold])):
+                diff = {}
                 for cls in sorted(set(a[fold][case]) & set(b[fold][case])):
                     for m, va in a[fold][case][cls].items():
                         vb = b[fold][case][cls].get(m)
                         if vb is not None and math.isfinite(va) and math.isfinite(vb):
-                            by_metric[m].append(va - vb)
-            for m, d in by_metric.items():
-                mean = float(np.mean(d)) if training_shift else 0.0
-                shifts[m] += [mean / math.sqrt(2), -mean / math.sqrt(2)]
-                diffs[m] += [(x - mean) / math.sqrt(2) for x in d]
-        self.draws = {m: np.array(v) for m, v in diffs.items() if v}
-        self.shifts = {m: np.array(v) for m, v in shifts.items() if v}
+                            diff[(cls, m)] = va - vb
+                per_case[case] = diff
+            keys = sorted({k for d in per_case.values() for k in d})
+            mean = {k: float(np.mean([d[k] for d in per_case.values() if k in d])) if training_shift else 0.0
+                    for k in keys}
+            self.shifts += [{k: v / math.sqrt(2) for k, v in mean.items()},
+                            {k: -v / math.sqrt(2) for k, v in mean.items()}]
+            self.draws += [{k: (x - mean[k]) / math.sqrt(2) for k, x in d.items()} for d in per_case.values() if d]
+            obj = [case_objective(a[fold][c], sweep.objective) - case_objective(b[fold][c], sweep.objective)
+                   for c in per_case]
+            obj = [x for x in obj if math.isfinite(x)]
+            if obj:
+                m = float(np.mean(obj)) if training_shift else 0.0
+                objective_shifts += [m / math.sqrt(2), -m / math.sqrt(2)]
+                objective_resid += [(x - m) / math.sqrt(2) for x in obj]
+        # a case whose drawn vector lacks one of its (class, metric)s takes that value from the pool of all cases
+        self.pools = defaultdict(list)
+        for d in self.draws:
+            for k, v in d.items():
+                self.pools[k].append(v)
+        self.case_sd = float(np.std(objective_resid)) if objective_resid else float("nan")
+        self.shift_sd = float(np.std(objective_shifts)) if objective_shifts else 0.0
 
-    def sd(self, metric: str = "dice") -> float:
-        """The per-case run noise SD (the shift of its training included)."""
-        d, s = self.draws.get(metric), self.shifts.get(metric)
-        if d is None or not d.size:
-            return float("nan")
-        return float(math.sqrt(d.var() + (s.var() if s is not None and s.size else 0.0)))
+    def sd(self) -> float:
+        """The objective's per-case run noise SD (the shift of its training included)."""
+        return float(math.sqrt(self.case_sd ** 2 + self.shift_sd ** 2))
 
-    def training(self, rng) -> dict[str, float]:
-        """One training's shift per metric (the same for every case it validates)."""
-        return {m: float(s[rng.integers(s.size)]) for m, s in self.shifts.items()}
+    def training(self, rng) -> dict:
+        """One training's shift per (class, metric) (the same for every case it validates)."""
+        return self.shifts[rng.integers(len(self.shifts))] if self.shifts else {}
 
-    def apply(self, rng, case: dict, shift: dict[str, float] | None = None) -> dict:
+    def apply(self, rng, case: dict, shift: dict | None = None) -> dict:
+        vector = self.draws[rng.integers(len(self.draws))] if self.draws else {}
         out = {}
         for cls, metrics in case.items():
             noisy = {}
             for m, v in metrics.items():
-                d = self.draws.get(m)
-                if d is None or not math.isfinite(v):
+                r = vector.get((cls, m))
+                if r is None and self.pools.get((cls, m)):
+                    pool = self.pools[(cls, m)]
+                    r = pool[rng.integers(len(pool))]
+                if r is None or not math.isfinite(v):
                     noisy[m] = v
                     continue
-                x = v + float(d[rng.integers(d.size)]) + (shift or {}).get(m, 0.0)
+                x = v + r + (shift or {}).get((cls, m), 0.0)
                 # not clamped at 1: near the ceiling a clamp shrinks a better loss's gain more than the
                 # baseline's (it clipped the planted winner on Montgomery's 0.97-Dice cases)
                 noisy[m] = x if m in HIGHER_IS_BETTER else max(0.0, x)
@@ -293,6 +318,10 @@ def _pct(x: float) -> str:
     return "-" if x != x else f"{100 * x:.1f}%"
 
 
+def _shares(shares: dict[str, float]) -> str:
+    return ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])) or "nothing"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
@@ -356,10 +385,12 @@ def main() -> None:
                          training_shift=not args.iid_noise, control_seeds=args.control_seeds)
         found = sum(1 for d, l, *_ in planted if d == "switch" and (l == PLANTED or (l in t and t[l]["call"] == "beats"
                                                                                 and t[l]["gain"] >= PLANTED_GAIN))) / len(planted)
+        # what the planted replays chose instead when they missed it: another true winner, or keep
+        planted_to = {k: sum(1 for d, l, *_ in planted if d == "switch" and l == k) / len(planted)
+                      for k in {l for d, l, *_ in planted if d == "switch"}}
         cases = sum(len(sweep.tables["scratch"][BASELINE].get(f, {})) for f in sweep.confirm_folds)
-        predicted = predicted_power(cases, noise.sd("dice"))  # the model as it was: i.i.d. case noise, one control
-        shift_sd = float(np.std(noise.shifts["dice"])) if "dice" in noise.shifts else 0.0
-        resid_sd = float(np.std(noise.draws["dice"])) if "dice" in noise.draws else noise.sd("dice")
+        predicted = predicted_power(cases, noise.sd())  # the model as it was: i.i.d. case noise, one control
+        shift_sd, resid_sd = noise.shift_sd, noise.case_sd
         predicted_t = predicted_power(cases, resid_sd, training_sd=shift_sd, folds=len(sweep.confirm_folds),
                                       control_seeds=args.control_seeds)
         second = {BASELINE_B: sweep.tables["scratch"][BASELINE]} if args.control_seeds > 1 else {}
@@ -378,8 +409,8 @@ def main() -> None:
                                    ["DiceCE#2"], sweep, {"DiceCE#2": AA_SPEC}).decision
                 for i in range(args.seeds)]
         null_rate = sum(d == "switch" for d in null) / len(null)
-        print(f"run noise SD (Dice, per case, from the seed pair): {noise.sd('dice'):.4f} (training shift SD "
-              f"{float(np.std(noise.shifts.get('dice', [0.0]))):.4f}); real A/A: {aa}; replay A/A false switches "
+        print(f"run noise SD (objective, per case, from the seed pair): {noise.sd():.4f} (training shift SD "
+              f"{noise.shift_sd:.4f}); real A/A: {aa}; replay A/A false switches "
               f"{100 * aa_rate:.1f}% (seed b vs seed a), {100 * null_rate:.1f}% (Dice+CE vs itself, two reruns)")
         print(f"replay ({args.seeds} seeds, budget {args.budget}, confirm folds {sweep.confirm_folds}, {cases} "
               f"cases): switch {100 * s['switch']:.1f}% keep {100 * s['keep']:.1f}% inconclusive "
@@ -388,16 +419,16 @@ def main() -> None:
               f"{_pct(s['missed'])}; switched to "
               f"{ {k: round(v, 3) for k, v in s['switched_to'].items()} }")
         print(f"planted +2 points: found {100 * found:.1f}% (bench_verdict_power model at {cases} cases, noise "
-              f"{noise.sd('dice'):.3f}: {100 * predicted:.1f}%; with the training shifts, {resid_sd:.3f} per case + "
+              f"{noise.sd():.3f}: {100 * predicted:.1f}%; with the training shifts, {resid_sd:.3f} per case + "
               f"{shift_sd:.3f} per training, {len(sweep.confirm_folds)} folds, {args.control_seeds} control(s): "
-              f"{100 * predicted_t:.1f}%)")
+              f"{100 * predicted_t:.1f}%); switched to {_shares(planted_to)}")
         real = sweep_search_check.check(sweep, folder, outcomes, fold_objective, BASELINE, t)
         if real is not None:
             print("\n".join(sweep_search_check.describe(real)))
         report[sweep.name] = s | {"real_search": real, "truth": t, "aa_real": aa, "aa_replay": aa_rate,
                                   "aa_null": null_rate, "control_seeds": args.control_seeds,
                                   "confirm_folds": sweep.confirm_folds,
-                                  "planted_found": found, "planted_predicted": predicted,
+                                  "planted_found": found, "planted_switched_to": planted_to, "planted_predicted": predicted,
                                   "planted_predicted_training": predicted_t, "cases": cases,
                                   "folds": folds}
     if args.json:
