@@ -138,8 +138,9 @@ def search(dataset: str | Path, *, work_dir: str | Path = "autoloss_work", budge
 
     Confirmation: the ``confirm_top`` best screened losses and Dice+CE re-trained on ``confirm_folds`` (default: the
     first folds the screening did not use, at least 2, more while they hold under 40 cases); Dice+CE is trained
-    ``control_seeds`` times per fold (seed, seed + 1) and a switch must beat each training. When a candidate beats
-    one Dice+CE training and not the other, one training's luck decides: with ``confirm_extend`` (and the default
+    ``control_seeds`` times per fold (seed, seed + 1) and a switch must beat each training. A gain must also clear the
+    retraining noise the two Dice+CE trainings measure. When a candidate beats one Dice+CE training and not the
+    other, or gains within that noise, one training's luck decides: with ``confirm_extend`` (and the default
     folds) the free folds left are confirmed too, and the verdict is taken on all of them.
 
     Re-running with the same ``work_dir`` resumes. ``options``: ``tta``, ``nsd_tolerance_mm`` (validation), and

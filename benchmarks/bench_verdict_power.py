@@ -22,7 +22,7 @@ import numpy as np
 def switch_rate(rng, cases: int, gain: float, noise: float, runs: int, training_sd: float = 0.0, folds: int = 2,
                 control_seeds: int = 1) -> float:
     from autoloss.paired_stats import ALPHA
-    from autoloss.searching.verdict import compare, decide
+    from autoloss.searching.verdict import compare, decide, retraining_sd
     from autoloss.spec import LossSpec
 
     fold_of = [i % folds for i in range(cases)]
@@ -32,13 +32,24 @@ def switch_rate(rng, cases: int, gain: float, noise: float, runs: int, training_
         return {f"{fold_of[i]}/c{i}": {"1": {"dice": v, "nsd": v}}
                 for i, v in enumerate(case + g + shift[fold_of] + rng.normal(0, noise, cases))}
 
+    def by_fold(table: dict) -> dict:
+        out: dict = {}
+        for key, v in table.items():
+            fold, case = key.split("/")
+            out.setdefault(int(fold), {})[case] = v
+        return out
+
     specs = [LossSpec("DiceTopK", {"topk.k": 10.0}), LossSpec("DiceTopK", {"topk.k": 20.0})]
     switches = 0
     for _ in range(runs):
         case = rng.uniform(0.4, 0.9, cases)
         cands = [training(case, gain), training(case, 0.0)]
         controls = [training(case, 0.0) for _ in range(control_seeds)]
-        against = [[compare(c, ctrl, "dice", s, ALPHA / 2) for c, s in zip(cands, specs)] for ctrl in controls]
+        # the product's retraining check: the two Dice+CE trainings per fold measure one training's luck
+        retraining = retraining_sd(*[by_fold(ctrl) for ctrl in controls[:2]], "dice") if control_seeds > 1 \
+            else (0.0, 0)
+        against = [[compare(c, ctrl, "dice", s, ALPHA / 2, retraining) for c, s in zip(cands, specs)]
+                   for ctrl in controls]
         v = decide(against[0], "dice", list(range(folds)), second=against[1] if control_seeds > 1 else None)
         switches += v.decision == "switch"
     return switches / runs

@@ -207,18 +207,21 @@ def confirm_and_decide(world: dict[str, dict], candidates: list[str], sweep: Swe
     """The product's verdict (``autoloss.searching.verdict.decide``) on the confirmation folds; with a second
     Dice+CE training in the world (``--control-seeds 2``, the product's default) a switch must hold against both."""
     from autoloss.paired_stats import ALPHA
-    from autoloss.searching.verdict import compare, decide
-    from autoloss.spec import LossSpec
-
     from autoloss.searching.confirm import ConfirmSettings, extension_folds
+    from autoloss.searching.verdict import compare, decide, retraining_sd
+    from autoloss.spec import LossSpec
 
     alpha = ALPHA / max(1, len(candidates))
 
     def verdict(folds: list[int]):
+        retraining = retraining_sd({f: world[BASELINE][f] for f in folds if f in world[BASELINE]},
+                                   {f: world[BASELINE_B][f] for f in folds if f in world[BASELINE_B]},
+                                   sweep.objective) if BASELINE_B in world else (0.0, 0)
+
         def against(control: str):
             ref = merged(world[control], folds)
-            return [compare(merged(world[k], folds), ref, sweep.objective, LossSpec.from_dict(specs[k]), alpha)
-                    for k in candidates]
+            return [compare(merged(world[k], folds), ref, sweep.objective, LossSpec.from_dict(specs[k]), alpha,
+                            retraining) for k in candidates]
 
         second = against(BASELINE_B) if BASELINE_B in world else None
         return decide(against(BASELINE), sweep.objective, folds, second=second)
@@ -340,8 +343,15 @@ def main() -> None:
                         help="never extend a split confirmation to the free folds left (the rule before)")
     parser.add_argument("--harm-alpha", type=float,
                         help="the level of the verdict's per-class Dice-loss check (verdict.DICE_HARM_ALPHA)")
+    parser.add_argument("--no-retraining-check", action="store_true",
+                        help="the verdict without its retraining-noise check (verdict.RETRAINING_CHECK): the rule "
+                             "before")
     parser.add_argument("--datasets", nargs="+", help="only these datasets (folder names)")
     args = parser.parse_args()
+    if args.no_retraining_check:
+        from autoloss.searching import verdict
+
+        verdict.RETRAINING_CHECK = False
     if args.harm_alpha:
         from autoloss.searching import verdict
 
@@ -368,11 +378,12 @@ def main() -> None:
         t = truth(sweep)
         print(f"\n{sweep.name}: objective {sweep.objective}; truth = paired gain over Dice+CE on every case "
               f"(from scratch, scaled network){partial}")
-        print(f"{'loss':<34} {'gain':>6} {'95% CI':>16} {'p':>7} {'Dice gain':>9} {'cases':>5} {'folds won':>9} call")
+        print(f"{'loss':<34} {'gain':>6} {'95% CI':>16} {'p':>7} {'Dice gain':>9} {'cases':>5} {'folds won':>9} "
+              f"{'retrain.':>8} call")
         for key, r in sorted(t.items(), key=lambda kv: -kv[1]["gain"]):
             print(f"{key[:34]:<34} {100 * r['gain']:+6.2f} [{100 * r['ci'][0]:+6.2f},{100 * r['ci'][1]:+6.2f}] "
                   f"{r['p']:7.3g} {100 * r['dice_gain']:+9.2f} {r['cases']:5d} {r['folds_won']:>4}/{len(r['folds'])}"
-                  f"     {r['call']}" + "".join(f" (class {c} Dice {100 * g:+.2f})"
+                  f"     {100 * r['retraining_margin']:5.2f}{'' if r['clears_retraining'] else '!'} {r['call']}" + "".join(f" (class {c} Dice {100 * g:+.2f})"
                                                 for c, g in r.get("dice_losses", {}).items()))
         noise = Noise(sweep, training_shift=not args.iid_noise)
         aa = real_aa(sweep)

@@ -107,7 +107,12 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
         cand, ref = merged(by_fold, folds), merged(base, folds)
         # the product's own comparison (``verdict.compare``) and switch rule on every case: a significant gain on
         # the objective and no class losing Dice significantly; a gain that costs a class's Dice "trades"
-        cmp = verdict.compare(cand, ref, sweep.objective, LossSpec(key))
+        pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
+        # the training-level noise the Dice+CE seed pair measures, over these folds (one training per loss each):
+        # the per-case interval cannot see it; ``clears`` says whether the gain exceeds it (the product's check)
+        retraining = verdict.retraining_sd({f: base[f] for f in folds}, {f: pair[f] for f in folds if f in pair},
+                                           sweep.objective)
+        cmp = verdict.compare(cand, ref, sweep.objective, LossSpec(key), retraining=retraining)
         obj = cmp.overall
         dice = paired_comparison({k: case_objective(v, "dice") for k, v in cand.items()},
                                  {k: case_objective(v, "dice") for k, v in ref.items()})
@@ -116,12 +121,12 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
             "loses" if obj.significant_loss else "ties"
         # training-level check: a case-level test counts a fold's cases as independent, but they share one
         # training's luck; against the mean of the Dice+CE seed pair (where there is one) per fold
-        pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
         won = sum(1 for f in folds if fold_objective(by_fold, f, sweep.objective) > np.mean(
             [fold_objective(base, f, sweep.objective)] + ([fold_objective(pair, f, sweep.objective)] if f in pair
                                                             else [])))
         out[key] = {"gain": obj.mean_gain, "ci": obj.ci, "p": obj.p_value, "cases": obj.cases, "folds": folds,
                     "folds_won": won, "dice_losses": dice_losses,
+                    "retraining_margin": cmp.retraining_margin, "clears_retraining": cmp.clears_retraining,
                     "dice_gain": dice.mean_gain, "dice_ci": dice.ci, "dice_p": dice.p_value, "call": call}
     return out
 

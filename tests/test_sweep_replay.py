@@ -202,6 +202,21 @@ def test_run_noise_moves_a_whole_training_as_the_seed_pair_did(tmp_path):
     assert np.mean(moved) == pytest.approx(0.05, abs=0.005)
 
 
+def test_the_truth_says_whether_a_gain_clears_the_seed_pairs_training_noise(tmp_path):
+    """A 6-point winner clears the retraining noise the Dice+CE seed pair measures; a 1.5-point one does not when
+    the seed pair's trainings differ by 4 points a fold (both still "beat" case by case)."""
+    gains = {"DiceCE": 0, "DiceFocal": 0.06, "DiceTopK10": 0.015, "DiceTopK90": 0.0}
+    folder = write_sweep(tmp_path / "noisy", gains, noise=0.005)
+    rows = list(csv.reader(open(folder / "cases.csv")))
+    with open(folder / "cases.csv", "w", newline="") as fh:  # seed b's trainings +-4 points by fold
+        csv.writer(fh).writerows([rows[0]] + [r[:6] + [round(float(r[6]) + (0.04 if int(r[2]) % 2 else -0.04), 5)]
+                                              if r[0] == "scratch_seed2" else r for r in rows[1:]])
+    t = sr.truth(sr.load_sweep(folder))
+    assert t["DiceFocal"]["call"] == t["DiceTopK10"]["call"] == "beats"
+    assert t["DiceFocal"]["clears_retraining"] and not t["DiceTopK10"]["clears_retraining"]
+    assert t["DiceTopK10"]["retraining_margin"] > 0.015
+
+
 def test_each_class_keeps_its_own_run_noise(tmp_path):
     """A class the seed pair barely moves must not borrow another class's spread (AxonMyelin: axons moved by
     points between seeds, myelin by tenths; pooled, the myelin noise hid a half-point myelin loss)."""

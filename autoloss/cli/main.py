@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "each (default 2; 1: one, cheaper, blind to a lucky or unlucky Dice+CE training)")
     p.add_argument("--no-confirm-extend", action="store_true",
                    help="never add folds to the confirmation (default: when a candidate beats one Dice+CE training "
-                        "and not the other, the free folds left are confirmed too before the verdict)")
+                        "and not the other, or gains within the retraining noise, the free folds left are "
+                        "confirmed too before the verdict)")
     p.add_argument("--confirm-top", type=int, default=2, help="screening candidates confirmed (default 2)")
     p.add_argument("--confirm-epochs", type=int, default=None,
                    help="epochs of a confirmation training (default: the screening's --epochs)")

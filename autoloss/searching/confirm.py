@@ -77,7 +77,7 @@ def confirmation_folds(available: int, screen_folds: tuple[int, ...], cs: Confir
 
 def extension_folds(available: int, screen_folds: tuple[int, ...], folds: list[int], cs: ConfirmSettings) -> list[int]:
     """The folds a split verdict adds (``verdict.Verdict.split``: a candidate beat one Dice+CE training and not the
-    other, so one training's luck decides): every free fold not yet confirmed on. None when the user chose the
+    other, or gained within the retraining noise, so one training's luck decides): every free fold not yet confirmed on. None when the user chose the
     folds (``--confirm-folds``, ``num_folds``), turned extension off, or trains one Dice+CE (no split to see)."""
     if not cs.extend or cs.folds or cs.num_folds or cs.control_seeds < 2:
         return []

@@ -236,8 +236,8 @@ def _run_leased(cfg: SearchConfig, work_dir: Path, ds, study_name: str, lease, p
             if split and not confirm.extended(study):
                 confirm.extend_plan(study, extra_folds)
                 log(f"confirmation extended to fold(s) {', '.join(map(str, extra_folds))}: "
-                    f"{confirm.describe_candidates(study, split)} beat one Dice+CE training and not the other, so one "
-                    "training's luck would decide")
+                    f"{confirm.describe_candidates(study, split)} beat one Dice+CE training and not the other, or gained "
+                    "within the retraining noise, so one training's luck would decide")
                 _confirm(cfg, study, executor, job, work_dir, confirm_folds, start, progress, log, lease.check)
     finally:
         executor.shutdown()
@@ -275,7 +275,7 @@ def _log_plan(cfg: SearchConfig, confirm_folds: list[int], extra_folds: list[int
     if confirmation and candidates and extra_folds:
         more = confirmation // len(confirm_folds) * len(extra_folds)
         conf += (f", {more} more on fold(s) {', '.join(map(str, extra_folds))} if a candidate beats one Dice+CE "
-                 "training and not the other")
+                 "training and not the other, or gains within the retraining noise")
     log(f"planned: {screening} screening trainings (fold(s) {', '.join(map(str, cfg.fidelity.folds))}, "
         f"{cfg.fidelity.epochs} x {cfg.fidelity.iterations_per_epoch} iterations){conf} = "
         f"{full:.3g} x one full nnU-Net training (1000 x 250 iterations)")

@@ -11,14 +11,17 @@ inflate the gain (the winner's curse). Rules:
   significantly on no class; and, where Dice+CE was trained twice on each confirmation fold (the default,
   ``ConfirmSettings.control_seeds``), the same holds against the second Dice+CE training too: all cases of one
   training share its luck, which a per-case test counts as evidence; a gain that one Dice+CE training's luck
-  explains does not survive the other;
+  explains does not survive the other; and the gain must exceed the retraining noise those two trainings
+  measure (``retraining_sd``: how far a fold's cases move together), which the per-case interval cannot see;
 - ``keep`` otherwise.
 A screening-only search can say ``keep`` (Dice+CE was not beaten even on the selection fold) or
 ``inconclusive``, never ``switch``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import optuna
@@ -30,6 +33,9 @@ from autoloss.spec import LossSpec
 
 DECISIONS = ("switch", "keep", "inconclusive")
 DICE_HARM_ALPHA = ALPHA  # a class "loses Dice significantly" below this p (interval at 1 - this level)
+# A gain must also clear the retraining noise the two Dice+CE trainings measure (``retraining_sd``); off only to
+# measure the rule before (``benchmarks/sweep_replay.py --no-retraining-check``).
+RETRAINING_CHECK = True
 
 
 @dataclass
@@ -43,6 +49,24 @@ class Comparison:
     per_case: dict[str, dict[str, float]]  # "fold/case" -> {candidate, baseline} objective values
     # Mean paired gain per metric of a class-wise objective (Dice always): "+3.1 clDice, -0.4 Dice".
     metric_gains: dict[str, float] = field(default_factory=dict)
+    retraining_sd: float = 0.0  # SD of one training's shift, from the two Dice+CE trainings (0: not measured)
+    folds: int = 0  # confirmation folds the gain averages over
+
+    @property
+    def retraining_margin(self) -> float:
+        """The gain retraining alone would reach at the comparison's level: every case of a fold shares its
+        training's luck, so the mean gain varies by 2 sd^2 / F (candidate's and control's shifts over F folds) on
+        top of the case-level spread the bootstrap interval measures: z * sqrt(se^2 + 2 sd^2 / F)."""
+        o = self.overall
+        if not (RETRAINING_CHECK and self.retraining_sd and self.folds and o.cases >= 2):
+            return 0.0
+        z = NormalDist().inv_cdf(1 - o.alpha / 2)
+        se = (o.ci[1] - o.ci[0]) / (2 * z)
+        return z * math.sqrt(se ** 2 + 2 * self.retraining_sd ** 2 / self.folds)
+
+    @property
+    def clears_retraining(self) -> bool:
+        return self.overall.mean_gain > self.retraining_margin
 
     @property
     def dice_losses(self) -> list[str]:
@@ -50,8 +74,9 @@ class Comparison:
 
     @property
     def wins(self) -> bool:
-        """A significant gain on the objective and no class losing Dice significantly (the switch rule)."""
-        return self.overall.significant_gain and not self.dice_losses
+        """A significant gain on the objective, clear of the retraining noise, and no class losing Dice
+        significantly (the switch rule)."""
+        return self.overall.significant_gain and self.clears_retraining and not self.dice_losses
 
     def to_dict(self) -> dict[str, Any]:
         o = self.overall
@@ -74,8 +99,8 @@ class Verdict:
     confirm_folds: list[int] = field(default_factory=list)
     control: str = "Dice+CE"  # what the candidates were compared with (fine-tune: Dice+CE continued from the base)
     control_gap: float | None = None  # second Dice+CE training minus the first, mean paired gain on the objective
-    # Candidates that beat one Dice+CE training and not the other: a training's luck decides, so the
-    # confirmation may take more folds (``confirm.extension_folds``) before the verdict stands.
+    # Candidates a training's luck decides (they beat one Dice+CE training and not the other, or gain within the
+    # retraining noise), so the confirmation may take more folds (``confirm.extension_folds``) before the verdict stands.
     split: list[str] = field(default_factory=list)
     extended_from: list[int] = field(default_factory=list)  # the first confirmation folds, when a split extended them
 
@@ -103,8 +128,9 @@ def _ci_text(cmp: PairedComparison) -> str:
 
 
 def compare(candidate: dict[str, dict], baseline: dict[str, dict], metric: str, spec: LossSpec,
-            alpha: float = ALPHA) -> Comparison:
-    """Pair two per-case metric tables ("fold/case" -> class -> metric -> value) on ``metric`` and on Dice."""
+            alpha: float = ALPHA, retraining: tuple[float, int] = (0.0, 0)) -> Comparison:
+    """Pair two per-case metric tables ("fold/case" -> class -> metric -> value) on ``metric`` and on Dice.
+    ``retraining``: (SD of one training's shift, folds), from ``retraining_sd``."""
     cand_obj = {k: case_objective(v, metric) for k, v in candidate.items()}
     base_obj = {k: case_objective(v, metric) for k, v in baseline.items()}
     overall = paired_comparison(cand_obj, base_obj, alpha=alpha)
@@ -114,7 +140,25 @@ def compare(candidate: dict[str, dict], baseline: dict[str, dict], metric: str, 
                                       alpha=DICE_HARM_ALPHA)
                  for c in classes}
     pairs = {k: {"candidate": cand_obj[k], "baseline": base_obj[k]} for k in sorted(set(cand_obj) & set(base_obj))}
-    return Comparison(spec, metric, overall, per_class, pairs, _metric_gains(candidate, baseline, metric))
+    return Comparison(spec, metric, overall, per_class, pairs, _metric_gains(candidate, baseline, metric),
+                      *retraining)
+
+
+def retraining_sd(first: dict[int, dict], second: dict[int, dict], metric: str) -> tuple[float, int]:
+    """(SD of one training's shift, folds) from two Dice+CE trainings per fold (fold -> case -> class -> metrics).
+    Each fold's mean paired difference g_f has variance 2 sd^2 (two trainings' shifts), so sd^2 = sum g_f^2 / 2F.
+    A per-case test alone counts a fold's cases as independent; they share their training's luck (AxonMyelin:
+    two Dice+CE seeds differ by up to 6 points on a fold)."""
+    gaps = []
+    for fold in sorted(set(first) & set(second)):
+        d = [case_objective(second[fold][c], metric) - case_objective(first[fold][c], metric)
+             for c in set(first[fold]) & set(second[fold])]
+        d = [x for x in d if x == x]
+        if d:
+            gaps.append(sum(d) / len(d))
+    if not gaps:
+        return 0.0, 0
+    return math.sqrt(sum(g * g for g in gaps) / (2 * len(gaps))), len(gaps)
 
 
 def _metric_gains(candidate: dict[str, dict], baseline: dict[str, dict], metric: str) -> dict[str, float]:
@@ -148,6 +192,14 @@ def _gains_text(c: Comparison) -> str:
     order = [m for m in c.metric_gains if m != "dice"] + ["dice"]
     return " (" + ", ".join(f"{_pts(c.metric_gains[m])} {METRIC_NAMES.get(m, m)}" for m in order
                             if m in c.metric_gains) + ")"
+
+
+def _retraining_text(c: Comparison, cleared: bool) -> str:
+    if not c.retraining_margin:
+        return ""
+    text = (f"two Dice+CE trainings per fold put one training's luck at {100 * c.retraining_sd:.1f} points, so over "
+            f"{c.folds} fold(s) a gain must exceed {100 * c.retraining_margin:.1f} points to be told from it")
+    return f" {text[0].upper()}{text[1:]} (it does)." if cleared else f" {text}"
 
 
 def _metric_text(metric: str) -> str:
@@ -189,13 +241,22 @@ def decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int],
 
 
 def _split(first: list[Comparison], second: list[Comparison]) -> list[str]:
-    """Keys of the candidates that win against exactly one of the two Dice+CE trainings."""
+    """Keys of the candidates a training's luck decides: they win against exactly one of the two Dice+CE
+    trainings, or gain significantly case by case against one but not clear of the retraining noise."""
     other = {c.spec.key(): c for c in second}
 
-    def wins(c: Comparison | None) -> bool:
-        return c is not None and c.overall.cases >= MIN_CASES and c.wins
+    def counted(c: Comparison | None) -> bool:
+        return c is not None and c.overall.cases >= MIN_CASES
 
-    return [c.spec.key() for c in first if wins(c) != wins(other.get(c.spec.key()))]
+    def wins(c: Comparison | None) -> bool:
+        return counted(c) and c.wins
+
+    def gains(c: Comparison | None) -> bool:
+        return counted(c) and c.overall.significant_gain and not c.dice_losses
+
+    return [c.spec.key() for c in first
+            if wins(c) != wins(other.get(c.spec.key()))
+            or (not wins(c) and (gains(c) or gains(other.get(c.spec.key()))))]
 
 
 def _decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int], control: str) -> Verdict:
@@ -226,11 +287,16 @@ def _decide(comparisons: list[Comparison], metric: str, confirm_folds: list[int]
         msg = (f"switch to {best.spec.describe()}: {_pts(o.mean_gain)} {_metric_text(metric)} points"
                f"{_gains_text(best)} over {control} on {o.cases} "
                f"paired cases from fold(s) {folds}, never used to select it ({_ci_text(o)}); Dice per class: "
-               f"{dice}; no class loses Dice significantly.")
+               f"{dice}; no class loses Dice significantly." + _retraining_text(best, cleared=True))
         return Verdict("switch", msg, metric, best.spec, best, comparisons, None, confirm_folds)
-    why = (f"it gains {_metric_text(metric)}{_gains_text(best)} but loses Dice significantly on class(es) "
-           f"{', '.join(best.dice_losses)}" if o.significant_gain else
-           f"the best, {best.spec.describe()}, is {_pts(o.mean_gain)} points{_gains_text(best)} ({_ci_text(o)})")
+    if o.significant_gain and best.dice_losses:
+        why = (f"it gains {_metric_text(metric)}{_gains_text(best)} but loses Dice significantly on class(es) "
+               f"{', '.join(best.dice_losses)}")
+    elif o.significant_gain:
+        why = (f"the best, {best.spec.describe()}, is {_pts(o.mean_gain)} points{_gains_text(best)} "
+               f"({_ci_text(o)}), within what retraining moves:{_retraining_text(best, cleared=False)}")
+    else:
+        why = f"the best, {best.spec.describe()}, is {_pts(o.mean_gain)} points{_gains_text(best)} ({_ci_text(o)})"
     mde = f"; the smallest gain these {o.cases} cases could detect is about {100 * o.mde:.1f} points" \
         if o.mde == o.mde else ""
     beaten = "it" if control == "Dice+CE" else control
@@ -271,12 +337,15 @@ def compute_verdict(study: optuna.Study) -> Verdict:
     missing = sum(1 for k in keys for f in folds if f not in by_key.get(k, {}))
     alpha = ALPHA / max(1, len(candidates))  # Bonferroni over the candidates confirmed
     base_cases = rec.merge_folds(by_key.get(base_key, {}))
-    comparisons = [compare(rec.merge_folds(by_key.get(s.key(), {})), base_cases, metric, s, alpha)
+    second_key = rec.result_key(base_key, 1)
+    retraining = retraining_sd(by_key.get(base_key, {}), by_key.get(second_key, {}), metric) \
+        if plan.get("control_seeds", 1) > 1 else (0.0, 0)
+    comparisons = [compare(rec.merge_folds(by_key.get(s.key(), {})), base_cases, metric, s, alpha, retraining)
                    for s in candidates]
     second, gap = None, None
     if plan.get("control_seeds", 1) > 1:
-        second_cases = rec.merge_folds(by_key.get(rec.result_key(base_key, 1), {}))
-        second = [compare(rec.merge_folds(by_key.get(s.key(), {})), second_cases, metric, s, alpha)
+        second_cases = rec.merge_folds(by_key.get(second_key, {}))
+        second = [compare(rec.merge_folds(by_key.get(s.key(), {})), second_cases, metric, s, alpha, retraining)
                   for s in candidates]
         gap = compare(second_cases, base_cases, metric, LossSpec.from_dict(plan["baseline"])).overall
     mode = settings.get("fidelity_mode") or {}
@@ -286,7 +355,7 @@ def compute_verdict(study: optuna.Study) -> Verdict:
     if plan.get("extended_from"):
         verdict.extended_from = list(plan["extended_from"])
         verdict.message += (f" The confirmation began on fold(s) {','.join(map(str, plan['extended_from']))}, where "
-                            "a candidate beat one Dice+CE training and not the other; it was extended to fold(s) "
+                            "one training's luck would have decided; it was extended to fold(s) "
                             f"{','.join(map(str, folds))}.")
     if missing and verdict.decision != "inconclusive":
         verdict.decision, verdict.loss = "inconclusive", None
