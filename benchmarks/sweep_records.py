@@ -24,7 +24,7 @@ def sweep_record(folder: Path) -> dict | None:
     """The dataset's record, None while its sweep lacks a fold of a grid loss."""
     from autoloss.knowledge.schema import build_record
     from autoloss.paired_stats import ALPHA
-    from autoloss.searching.verdict import compare, decide
+    from autoloss.searching.verdict import compare, decide, retraining_sd
     from autoloss.spec import LossSpec
 
     sweep = load_sweep(folder)
@@ -37,9 +37,16 @@ def sweep_record(folder: Path) -> dict | None:
     candidates = [g for g in sweep.grid if g["label"] != BASELINE] + \
         [e for e in meta.get("extra", []) if set(tables.get(e["label"], {})) >= set(FOLDS)]
     alpha = ALPHA / len(candidates)
-    comps = [compare(merged(tables[g["label"]], FOLDS), merged(tables[BASELINE], FOLDS), sweep.objective,
-                     LossSpec.from_dict(g["spec"]), alpha) for g in candidates]
-    verdict = decide(comps, sweep.objective, FOLDS)
+    # the product's rule: against both Dice+CE trainings (the seed pair), clear of the retraining noise they measure
+    pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
+    retraining = retraining_sd(tables[BASELINE], pair, sweep.objective)
+
+    def against(control: dict) -> list:
+        return [compare(merged(tables[g["label"]], FOLDS), merged(control, FOLDS), sweep.objective,
+                        LossSpec.from_dict(g["spec"]), alpha, retraining) for g in candidates]
+
+    comps = against(tables[BASELINE])
+    verdict = decide(comps, sweep.objective, FOLDS, second=against(pair) if set(pair) >= set(FOLDS) else None)
     settings = {"configuration": meta["fidelity"]["configuration"], "fidelity": meta["fidelity"],
                 "objective": sweep.objective, "folds": FOLDS, "confirm_folds": FOLDS,
                 "network": meta["network_config"], "fidelity_mode": {"mode": "scratch"},

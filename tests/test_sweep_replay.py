@@ -41,6 +41,15 @@ def write_sweep(folder: Path, gains: dict[str, float], cases_per_fold: int = 12,
     return folder
 
 
+def noisy_seed_pair(folder: Path, by: float = 0.04) -> Path:
+    """Seed b's Dice+CE trainings moved by +-``by`` a fold (odd folds up, even down): large training noise."""
+    rows = list(csv.reader(open(folder / "cases.csv")))
+    with open(folder / "cases.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0]] + [r[:6] + [round(float(r[6]) + (by if int(r[2]) % 2 else -by), 5)]
+                                              if r[0] == "scratch_seed2" else r for r in rows[1:]])
+    return folder
+
+
 def test_a_clear_winner_is_called_and_found(tmp_path):
     sweep = sr.load_sweep(write_sweep(tmp_path / "win", {"DiceCE": 0, "DiceFocal": 0.06, "DiceTopK10": -0.05,
                                                          "DiceTopK90": 0.0}))
@@ -142,8 +151,10 @@ def test_a_sweep_with_only_its_screening_fold_done_is_skipped_not_replayed(tmp_p
     assert "replay (" not in out
 
 
-def test_a_finished_sweep_writes_a_valid_measured_knowledge_record(tmp_path):
+def test_a_finished_sweep_writes_a_valid_measured_knowledge_record(tmp_path, monkeypatch):
     import sweep_records
+
+    from autoloss.searching import verdict
 
     from autoloss.knowledge.schema import best_loss, validate_record
 
@@ -158,6 +169,16 @@ def test_a_finished_sweep_writes_a_valid_measured_knowledge_record(tmp_path):
     assert best_loss(record) == "DiceFocal"
     assert {r["spec"]["name"] for r in record["results"]} == {"DiceFocal", "DiceTopK"}
     assert all(r["cases"] == 60 for r in record["results"])  # every case of the 5 folds
+    # the product's rule: a 6-point gain clears trainings that move by 4 points; a 1.5-point one does not
+    noisy = noisy_seed_pair(folder)
+    assert sweep_records.sweep_record(noisy)["verdict"]["decision"] == "switch"
+    small = noisy_seed_pair(write_sweep(tmp_path / "small", {"DiceCE": 0, "DiceTopK10": 0.015, "DiceTopK90": 0.0,
+                                                             "DiceFocal": 0.0}, noise=0.005))
+    (small / "meta.json").write_text(json.dumps(meta | {"dataset": "small"}))
+    (small / "fingerprint.json").write_text((montgomery / "fingerprint.json").read_text())
+    assert sweep_records.sweep_record(small)["verdict"]["decision"] == "keep"
+    monkeypatch.setattr(verdict, "RETRAINING_CHECK", False)  # the rule before: a per-case test alone switches
+    assert sweep_records.sweep_record(small)["verdict"]["decision"] == "switch"
 
     rows = list(csv.reader(open(folder / "cases.csv")))
     with open(folder / "cases.csv", "w", newline="") as fh:  # a fold missing: no record yet
@@ -206,11 +227,7 @@ def test_the_truth_says_whether_a_gain_clears_the_seed_pairs_training_noise(tmp_
     """A 6-point winner clears the retraining noise the Dice+CE seed pair measures; a 1.5-point one does not when
     the seed pair's trainings differ by 4 points a fold (both still "beat" case by case)."""
     gains = {"DiceCE": 0, "DiceFocal": 0.06, "DiceTopK10": 0.015, "DiceTopK90": 0.0}
-    folder = write_sweep(tmp_path / "noisy", gains, noise=0.005)
-    rows = list(csv.reader(open(folder / "cases.csv")))
-    with open(folder / "cases.csv", "w", newline="") as fh:  # seed b's trainings +-4 points by fold
-        csv.writer(fh).writerows([rows[0]] + [r[:6] + [round(float(r[6]) + (0.04 if int(r[2]) % 2 else -0.04), 5)]
-                                              if r[0] == "scratch_seed2" else r for r in rows[1:]])
+    folder = noisy_seed_pair(write_sweep(tmp_path / "noisy", gains, noise=0.005))
     t = sr.truth(sr.load_sweep(folder))
     assert t["DiceFocal"]["call"] == t["DiceTopK10"]["call"] == "beats"
     assert t["DiceFocal"]["clears_retraining"] and not t["DiceTopK10"]["clears_retraining"]

@@ -208,19 +208,25 @@ def test_a_gain_must_clear_the_retraining_noise_the_two_dice_ce_trainings_measur
     plan = {"candidates": [CAND.to_dict()], "baseline": base_spec.to_dict(), "folds": [1, 2], "epochs": 2,
             "control_seeds": 2}
 
-    def verdict_of(second_gap_fold1: float, gain: float):
+    def study_of(second_gap_fold1: float, gain: float):
         rows = [(base_spec, f, cases) for f in (1, 2)] + \
                [(base_spec, 1, _shifted(cases, second_gap_fold1), 1), (base_spec, 2, cases, 1)] + \
                [(CAND, f, _shifted(cases, gain + (second_gap_fold1 if f == 1 else 0.0))) for f in (1, 2)]
         study = _study_with(rows)
         study.set_user_attr(rec.CONFIRM_PLAN, plan)
-        return compute_verdict(study)
+        return study
+
+    def verdict_of(second_gap_fold1: float, gain: float):
+        return compute_verdict(study_of(second_gap_fold1, gain))
 
     noisy = verdict_of(0.04, 0.02)
     assert noisy.comparison.overall.significant_gain  # the per-case test alone would switch
     assert noisy.comparison.retraining_sd == pytest.approx(0.02, abs=1e-6) and noisy.comparison.folds == 2
     assert noisy.decision == "keep" and "within what retraining moves" in noisy.message, noisy.message
     assert "luck at 2.0 points" in noisy.message and noisy.split == [CAND.key()]
+    from autoloss.searching.results import summary_text
+
+    assert "retraining noise: a gain must exceed 4." in summary_text(study_of(0.04, 0.02), noisy)
     quiet = verdict_of(0.0, 0.02)
     assert quiet.decision == "switch" and quiet.comparison.retraining_margin == 0.0, quiet.message
     clear = verdict_of(0.04, 0.06)

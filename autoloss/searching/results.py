@@ -106,7 +106,10 @@ def summary_text(study: optuna.Study, verdict: Verdict) -> str:
         o = c.overall
         if o.cases:
             lines.append(f"confirmation: {c.spec.describe()} vs {verdict.control}: {100 * o.mean_gain:+.2f} points on "
-                         f"{o.cases} paired cases, CI [{100 * o.ci[0]:+.2f}, {100 * o.ci[1]:+.2f}], p={o.p_value:.3g}")
+                         f"{o.cases} paired cases, CI [{100 * o.ci[0]:+.2f}, {100 * o.ci[1]:+.2f}], p={o.p_value:.3g}"
+                         + (f"; retraining noise: a gain must exceed {100 * c.retraining_margin:.2f}"
+                            if c.retraining_margin else "")
+                         + (f"; loses Dice on class(es) {', '.join(c.dice_losses)}" if c.dice_losses else ""))
     return "\n".join(lines)
 
 
