@@ -2,7 +2,7 @@
 fold, at the learning CPU fidelity (the scaled small network), one training at a time, resumable.
 
     python benchmarks/sweep.py train [DATASET ...] [--work /work/sweep_work] [--arms scratch seed2 long finetune]
-                                     [--folds 0 1 2] [--extra LABEL=SPEC_JSON ...]
+                                     [--folds 0 1 2] [--extra LABEL=SPEC_JSON ...] [--seed2-losses LABEL ...]
     python benchmarks/sweep.py search DATASET [--budget 8]     # the real `autoloss search` once, on the same data
     python benchmarks/sweep.py status
 
@@ -10,7 +10,8 @@ Each finished training appends its per-case, per-class metrics to ``benchmarks/r
 (and a line to ``trainings.csv``); a re-run skips what is there, so the sweep continues where it stopped. Arms:
 
 - ``scratch``: every grid loss from scratch on folds 0-4 (seed 0): each case is validated once per loss;
-- ``seed2``: Dice+CE again on folds 0-4 with another seed (seed-to-seed noise; the A/A pair);
+- ``seed2``: Dice+CE again on folds 0-4 with another seed (seed-to-seed noise; the A/A pair); ``--seed2-losses``
+  adds other losses' second trainings (a case-level winner trained twice: does its gain replicate?);
 - ``long``: every grid loss from scratch at 4x the iterations, folds 0-1 (does the ranking hold when longer?);
 - ``finetune``: one Dice+CE base per fold 0-1 (4x the screening length), every grid loss continued from it for
   the screening length at nnU-Net's tail LR (``autoloss.nnunet.finetune``); Dice+CE continued is the control.
@@ -173,16 +174,26 @@ def write_meta(d: SweepDataset, fp: dict, network: dict, tables: Tables) -> str:
     return objective
 
 
-def plan(d: SweepDataset, arms: list[str], folds=FOLDS) -> list[tuple[str, str, object, int, int]]:
-    """(arm, label, spec, fold, seed) in the order they run: the truth first (scratch, then the seed pair)."""
+def plan(d: SweepDataset, arms: list[str], folds=FOLDS, seed2: tuple = ("DiceCE",),
+         extra: dict | None = None) -> list[tuple[str, str, object, int, int]]:
+    """(arm, label, spec, fold, seed) in the order they run: the truth first (scratch, then the seed pair and the
+    ``seed2`` losses' second trainings, labels of the grid or of ``extra``)."""
     grid = d.grid()
+    specs = dict(grid) | (extra or {})
+    unknown = sorted(set(seed2) - set(specs))
+    if unknown:
+        raise SystemExit(f"--seed2-losses: unknown label(s) {', '.join(unknown)}; known: {', '.join(specs)}")
     jobs = []
     if "scratch" in arms or "seed2" in arms:
         for fold in folds:
             if "scratch" in arms:
                 jobs += [("scratch", label, spec, fold, 0) for label, spec in grid]
-            if "seed2" in arms:
+            if "seed2" in arms and "DiceCE" in seed2:
                 jobs.append(("scratch_seed2", "DiceCE", grid[0][1], fold, 1))
+        # the other second trainings loss by loss: each one's replication is complete before the next begins
+        if "seed2" in arms:
+            jobs += [("scratch_seed2", label, specs[label], fold, 1) for label in seed2 if label != "DiceCE"
+                     for fold in folds]
     for arm in ("long", "finetune"):
         if arm in arms:
             jobs += [(arm, label, spec, fold, 0) for fold in SIDE_FOLDS if fold in folds for label, spec in grid]
@@ -220,7 +231,9 @@ def train(args) -> None:
         fid = Fidelity(configuration=d.configuration, epochs=d.epochs, iterations_per_epoch=d.iterations,
                        val_iterations_per_epoch=d.val_iterations)
         done = tables.done()
-        jobs = plan(d, args.arms, args.folds) + [j for j in extra_jobs(tables, args.extra) if j[3] in args.folds]
+        extra = extra_jobs(tables, args.extra)
+        jobs = plan(d, args.arms, args.folds, tuple(args.seed2_losses), {j[1]: j[2] for j in extra}) + \
+            [j for j in extra if j[3] in args.folds]
         todo = [j for j in jobs if (j[0], j[1], j[3], j[4]) not in done]
         print(f"{d.name}: {len(done)} trainings done, {len(todo)} to go; {scaled_label(network)}; objective "
               f"{objective}", flush=True)
@@ -293,6 +306,8 @@ def main() -> None:
                    help="train these folds only (e.g. 0 1 2 on every dataset before folds 3-4 anywhere)")
     p.add_argument("--extra", nargs="*", default=[], metavar="LABEL=SPEC_JSON",
                    help="a loss outside the grid trained on every fold (its truth, not part of the replay)")
+    p.add_argument("--seed2-losses", nargs="+", default=["DiceCE"], metavar="LABEL",
+                   help="losses trained a second time (seed 1) by the seed2 arm (default: Dice+CE, the A/A pair)")
     p.set_defaults(func=train)
     p = sub.add_parser("search")
     p.add_argument("dataset", choices=list(DATASETS))

@@ -92,13 +92,17 @@ def labels_by_key(specs: dict[str, dict]) -> dict[str, str]:
 
 
 def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
-    """Per grid loss: paired gain over Dice+CE on every case its trainings validated (objective and Dice)."""
+    """Per grid loss: paired gain over Dice+CE on every case its trainings validated (objective and Dice), the
+    case-level call, and the training-aware call (``trained_call``): the gain must also clear the retraining noise
+    the Dice+CE seed pair measures. A loss trained twice (``sweep.py --seed2-losses``) is judged there on the mean
+    of its two trainings against the mean of Dice+CE's two (its ``replication``: seed 1 against seed 1)."""
     from autoloss.nnunet.run import case_objective
     from autoloss.paired_stats import paired_comparison
     from autoloss.searching import verdict
     from autoloss.spec import LossSpec
 
     base = sweep.tables[arm][BASELINE]
+    pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
     out = {}
     for key, by_fold in sweep.tables[arm].items():
         if key == BASELINE:
@@ -107,7 +111,6 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
         cand, ref = merged(by_fold, folds), merged(base, folds)
         # the product's own comparison (``verdict.compare``) and switch rule on every case: a significant gain on
         # the objective and no class losing Dice significantly; a gain that costs a class's Dice "trades"
-        pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
         # the training-level noise the Dice+CE seed pair measures, over these folds (one training per loss each):
         # the per-case interval cannot see it; ``clears`` says whether the gain exceeds it (the product's check)
         retraining = verdict.retraining_sd({f: base[f] for f in folds}, {f: pair[f] for f in folds if f in pair},
@@ -117,8 +120,6 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
         dice = paired_comparison({k: case_objective(v, "dice") for k, v in cand.items()},
                                  {k: case_objective(v, "dice") for k, v in ref.items()})
         dice_losses = {c: cmp.per_class[c].mean_gain for c in cmp.dice_losses}
-        call = ("trades" if dice_losses else "beats") if obj.significant_gain else \
-            "loses" if obj.significant_loss else "ties"
         # training-level check: a case-level test counts a fold's cases as independent, but they share one
         # training's luck; against the mean of the Dice+CE seed pair (where there is one) per fold
         won = sum(1 for f in folds if fold_objective(by_fold, f, sweep.objective) > np.mean(
@@ -127,12 +128,53 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
         out[key] = {"gain": obj.mean_gain, "ci": obj.ci, "p": obj.p_value, "cases": obj.cases, "folds": folds,
                     "folds_won": won, "dice_losses": dice_losses,
                     "retraining_margin": cmp.retraining_margin, "clears_retraining": cmp.clears_retraining,
-                    "dice_gain": dice.mean_gain, "dice_ci": dice.ci, "dice_p": dice.p_value, "call": call}
+                    "dice_gain": dice.mean_gain, "dice_ci": dice.ci, "dice_p": dice.p_value,
+                    "call": call(cmp, training_aware=False), "trained_call": call(cmp, training_aware=True),
+                    "trained_gain": obj.mean_gain}
+        second = sweep.tables["scratch_seed2"].get(key, {})
+        if folds and set(folds) <= set(second) and set(folds) <= set(pair):
+            rep = verdict.compare(merged(second, folds), merged(pair, folds), sweep.objective, LossSpec(key))
+            # each side the mean of two trainings: one training's shift variance halves on both sides
+            two = verdict.compare(averaged(by_fold, second, folds), averaged(base, pair, folds), sweep.objective,
+                                  LossSpec(key), retraining=(retraining[0] / np.sqrt(2), retraining[1]))
+            out[key] |= {"replication": {"gain": rep.overall.mean_gain, "ci": rep.overall.ci,
+                                         "p": rep.overall.p_value},
+                         "two_trainings": {"gain": two.overall.mean_gain, "ci": two.overall.ci,
+                                           "p": two.overall.p_value, "retraining_margin": two.retraining_margin,
+                                           "dice_losses": {c: two.per_class[c].mean_gain for c in two.dice_losses}},
+                         "trained_call": call(two, training_aware=True), "trained_gain": two.overall.mean_gain}
     return out
 
 
-def best_true_gain(t: dict[str, dict]) -> tuple[str | None, float]:
-    winners = {k: v["gain"] for k, v in t.items() if v["call"] == "beats"}
+def call(cmp, training_aware: bool) -> str:
+    """beats / trades (a gain that costs a class's Dice) / ties / loses; ``training_aware``: a gain or loss within
+    the retraining margin ties."""
+    o = cmp.overall
+    if o.significant_gain and (cmp.clears_retraining or not training_aware):
+        return "trades" if cmp.dice_losses else "beats"
+    if o.significant_loss and (-o.mean_gain > cmp.retraining_margin or not training_aware):
+        return "loses"
+    return "ties"
+
+
+def averaged(first_by_fold: dict, second_by_fold: dict, folds) -> dict:
+    """Per case, class and metric, the mean of two trainings' values ("fold/case" keys, as ``merged``)."""
+    out = {}
+    for f in folds:
+        for case, classes in first_by_fold.get(f, {}).items():
+            other = second_by_fold.get(f, {}).get(case)
+            if other is None:
+                continue
+            out[f"{f}/{case}"] = {c: {m: (v + other[c][m]) / 2 for m, v in ms.items() if m in other.get(c, {})}
+                                  for c, ms in classes.items() if c in other}
+    return out
+
+
+def best_true_gain(t: dict[str, dict], training_aware: bool = False) -> tuple[str | None, float]:
+    """The truth's best winner and its gain (None, 0 where none beats Dice+CE): by the case-level call, or by the
+    training-aware one (its gain from two trainings where the loss has them)."""
+    field, gain = ("trained_call", "trained_gain") if training_aware else ("call", "gain")
+    winners = {k: v[gain] for k, v in t.items() if v[field] == "beats"}
     if not winners:
         return None, 0.0
     k = max(winners, key=winners.get)

@@ -234,6 +234,31 @@ def test_the_truth_says_whether_a_gain_clears_the_seed_pairs_training_noise(tmp_
     assert t["DiceTopK10"]["retraining_margin"] > 0.015
 
 
+def test_a_loss_trained_twice_is_judged_on_the_mean_of_its_two_trainings(tmp_path):
+    """A 3-point gain from one training is within 4-point training noise; trained again (``--seed2-losses``) it
+    replicates and the two trainings' mean clears the halved noise, while a gain that does not replicate ties."""
+    gains = {"DiceCE": 0, "DiceFocal": 0.03, "DiceTopK10": 0.03, "DiceTopK90": 0.0}
+    folder = noisy_seed_pair(write_sweep(tmp_path / "twice", gains, noise=0.005))
+    rows = list(csv.reader(open(folder / "cases.csv")))
+    with open(folder / "cases.csv", "a", newline="") as fh:  # seed 1: Dice+CE's seed 1 + 3 points, + nothing
+        for r in rows[1:]:
+            if r[0] == "scratch_seed2":
+                csv.writer(fh).writerows([["scratch_seed2", "DiceFocal", *r[2:6], round(float(r[6]) + 0.03, 5)],
+                                          ["scratch_seed2", "DiceTopK10", *r[2:6], r[6]]])
+    t = sr.truth(sr.load_sweep(folder))
+    focal, topk = t["DiceFocal"], t["DiceTopK10"]
+    assert focal["call"] == topk["call"] == "beats" and not focal["clears_retraining"]
+    assert focal["replication"]["gain"] == pytest.approx(0.03, abs=1e-3) and focal["trained_call"] == "beats"
+    assert focal["two_trainings"]["retraining_margin"] < 0.03 < focal["retraining_margin"]
+    assert topk["replication"]["gain"] == pytest.approx(0.0, abs=1e-3) and topk["trained_call"] == "ties"
+    assert topk["trained_gain"] == pytest.approx(0.015, abs=1e-3)
+    assert "replication" not in t["DiceTopK90"] and t["DiceTopK90"]["trained_call"] == "ties"
+    assert sr.best_true_gain(t, training_aware=True) == ("DiceFocal", pytest.approx(0.03, abs=1e-3))
+    wrong = sr.summarise([("switch", "DiceTopK10")] * 4, t, training_aware=True)
+    assert wrong["false_switch"] == 1 and wrong["regret_median"] == pytest.approx(0.015, abs=2e-3)
+    assert sr.summarise([("switch", "DiceTopK10")] * 4, t)["false_switch"] == 0  # case by case it "beats"
+
+
 def test_each_class_keeps_its_own_run_noise(tmp_path):
     """A class the seed pair barely moves must not borrow another class's spread (AxonMyelin: axons moved by
     points between seeds, myelin by tenths; pooled, the myelin noise hid a half-point myelin loss)."""
@@ -283,3 +308,17 @@ def test_a_real_search_off_the_grid_is_judged_against_everything_the_sweep_train
     grid = {k: v for k, v in t.items() if k in {g["label"] for g in sweep.grid}}
     assert sr.summarise(outcomes, grid)["regret_median"] == 0.0
     assert sr.summarise(outcomes, t)["regret_median"] > 0.03
+
+
+def test_the_sweep_plans_second_trainings_loss_by_loss_after_the_seed_pair():
+    import sweep
+
+    isbi = sweep.DATASETS["ISBIMembrane"]
+    jobs = [(arm, label, fold, seed) for arm, label, _, fold, seed in
+            sweep.plan(isbi, ["seed2"], seed2=("DiceCE", "DiceCE+clDice", "DiceTopK90"))]
+    assert jobs[:5] == [("scratch_seed2", "DiceCE", f, 1) for f in range(5)]
+    assert jobs[5:10] == [("scratch_seed2", "DiceCE+clDice", f, 1) for f in range(5)]
+    assert [j[1] for j in jobs[10:]] == ["DiceTopK90"] * 5
+    assert [j[1] for j in sweep.plan(isbi, ["seed2"])] == ["DiceCE"] * 5  # the A/A pair alone by default
+    with pytest.raises(SystemExit, match="unknown label"):
+        sweep.plan(isbi, ["seed2"], seed2=("DiceCE+Nonsense",))
