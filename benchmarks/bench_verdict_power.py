@@ -21,22 +21,16 @@ import numpy as np
 
 def switch_rate(rng, cases: int, gain: float, noise: float, runs: int, training_sd: float = 0.0, folds: int = 2,
                 control_seeds: int = 1) -> float:
-    from autoloss.paired_stats import ALPHA
-    from autoloss.searching.verdict import compare, decide, retraining_sd
+    from autoloss.searching.verdict import verdict_from_folds
     from autoloss.spec import LossSpec
 
     fold_of = [i % folds for i in range(cases)]
 
-    def training(case, g):  # one loss trained once per fold: a shift per fold, noise per case
+    def training(case, g):  # one loss trained once per fold: a shift per fold, noise per case; fold -> case -> ...
         shift = rng.normal(0, training_sd, folds) if training_sd else np.zeros(folds)
-        return {f"{fold_of[i]}/c{i}": {"1": {"dice": v, "nsd": v}}
-                for i, v in enumerate(case + g + shift[fold_of] + rng.normal(0, noise, cases))}
-
-    def by_fold(table: dict) -> dict:
         out: dict = {}
-        for key, v in table.items():
-            fold, case = key.split("/")
-            out.setdefault(int(fold), {})[case] = v
+        for i, v in enumerate(case + g + shift[fold_of] + rng.normal(0, noise, cases)):
+            out.setdefault(fold_of[i], {})[f"c{i}"] = {"1": {"dice": v, "nsd": v}}
         return out
 
     specs = [LossSpec("DiceTopK", {"topk.k": 10.0}), LossSpec("DiceTopK", {"topk.k": 20.0})]
@@ -45,12 +39,9 @@ def switch_rate(rng, cases: int, gain: float, noise: float, runs: int, training_
         case = rng.uniform(0.4, 0.9, cases)
         cands = [training(case, gain), training(case, 0.0)]
         controls = [training(case, 0.0) for _ in range(control_seeds)]
-        # the product's retraining check: the two Dice+CE trainings per fold measure one training's luck
-        retraining = retraining_sd(*[by_fold(ctrl) for ctrl in controls[:2]], "dice") if control_seeds > 1 \
-            else (0.0, 0)
-        against = [[compare(c, ctrl, "dice", s, ALPHA / 2, retraining) for c, s in zip(cands, specs)]
-                   for ctrl in controls]
-        v = decide(against[0], "dice", list(range(folds)), second=against[1] if control_seeds > 1 else None)
+        # the product's decision, with its retraining check where Dice+CE was trained twice
+        v = verdict_from_folds(list(zip(specs, cands)), controls[0], list(range(folds)), "dice",
+                               controls[1] if control_seeds > 1 else None, quote_gap=False)
         switches += v.decision == "switch"
     return switches / runs
 

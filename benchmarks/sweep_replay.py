@@ -124,25 +124,13 @@ BASELINE_B = "DiceCE#b"  # Dice+CE trained again on each confirmation fold (the 
 def confirm_and_decide(world: dict[str, dict], candidates: list[str], sweep: Sweep, specs: dict[str, dict]):
     """The product's verdict (``autoloss.searching.verdict.decide``) on the confirmation folds; with a second
     Dice+CE training in the world (``--control-seeds 2``, the product's default) a switch must hold against both."""
-    from autoloss.paired_stats import ALPHA
     from autoloss.searching.confirm import ConfirmSettings, extension_folds
-    from autoloss.searching.verdict import compare, decide, retraining_sd
+    from autoloss.searching.verdict import verdict_from_folds
     from autoloss.spec import LossSpec
 
-    alpha = ALPHA / max(1, len(candidates))
-
     def verdict(folds: list[int]):
-        retraining = retraining_sd({f: world[BASELINE][f] for f in folds if f in world[BASELINE]},
-                                   {f: world[BASELINE_B][f] for f in folds if f in world[BASELINE_B]},
-                                   sweep.objective) if BASELINE_B in world else (0.0, 0)
-
-        def against(control: str):
-            ref = merged(world[control], folds)
-            return [compare(merged(world[k], folds), ref, sweep.objective, LossSpec.from_dict(specs[k]), alpha,
-                            retraining) for k in candidates]
-
-        second = against(BASELINE_B) if BASELINE_B in world else None
-        return decide(against(BASELINE), sweep.objective, folds, second=second)
+        return verdict_from_folds([(LossSpec.from_dict(specs[k]), world[k]) for k in candidates], world[BASELINE],
+                                  folds, sweep.objective, world.get(BASELINE_B), quote_gap=False)
 
     v = verdict(sweep.confirm_folds)
     more = extension_folds(5, (sweep.screen_fold,), sweep.confirm_folds, ConfirmSettings(extend=sweep.extend))

@@ -322,6 +322,31 @@ def screening_verdict(study: optuna.Study, metric: str) -> Verdict:
                    metric, None, cmp, [cmp])
 
 
+def verdict_from_folds(candidates: list[tuple[LossSpec, dict]], control: dict, folds: list[int], metric: str,
+                       second_control: dict | None = None, control_name: str = "Dice+CE",
+                       baseline: LossSpec = LossSpec("DiceCE"), quote_gap: bool = True) -> Verdict:
+    """The decision from per-fold tables (fold -> case -> class -> metrics) on ``folds``: each candidate paired with
+    the Dice+CE training ``control`` (Bonferroni over the candidates) and, with ``second_control`` (a second Dice+CE
+    training), against it too, clear of the retraining noise the two measure. The search (``compute_verdict``) and
+    the sweep's replay (``benchmarks/sweep_replay.py``) decide through this one function. ``quote_gap``: put the two
+    Dice+CE trainings' gap in the message (the replay, which reads decisions only, skips it)."""
+    def cases(table: dict) -> dict[str, dict]:
+        return rec.merge_folds({f: table[f] for f in folds if f in table})
+
+    alpha = ALPHA / max(1, len(candidates))
+    base = cases(control)
+    retraining = (retraining_sd({f: control[f] for f in folds if f in control},
+                                {f: second_control[f] for f in folds if f in second_control}, metric)
+                  if second_control is not None else (0.0, 0))
+    first = [compare(cases(table), base, metric, spec, alpha, retraining) for spec, table in candidates]
+    second, gap = None, None
+    if second_control is not None:
+        other = cases(second_control)
+        second = [compare(cases(table), other, metric, spec, alpha, retraining) for spec, table in candidates]
+        gap = compare(other, base, metric, baseline).overall if quote_gap else None
+    return decide(first, metric, folds, control_name, second, gap)
+
+
 def compute_verdict(study: optuna.Study) -> Verdict:
     """The study's verdict: from its confirmation plan and trials when it has one, else from the screening."""
     settings = study.user_attrs.get(rec.SETTINGS, {})
@@ -335,23 +360,12 @@ def compute_verdict(study: optuna.Study) -> Verdict:
     candidates = [LossSpec.from_dict(s) for s in plan["candidates"]]
     keys = [s.key() for s in candidates] + [rec.result_key(base_key, r) for r in range(plan.get("control_seeds", 1))]
     missing = sum(1 for k in keys for f in folds if f not in by_key.get(k, {}))
-    alpha = ALPHA / max(1, len(candidates))  # Bonferroni over the candidates confirmed
-    base_cases = rec.merge_folds(by_key.get(base_key, {}))
-    second_key = rec.result_key(base_key, 1)
-    retraining = retraining_sd(by_key.get(base_key, {}), by_key.get(second_key, {}), metric) \
-        if plan.get("control_seeds", 1) > 1 else (0.0, 0)
-    comparisons = [compare(rec.merge_folds(by_key.get(s.key(), {})), base_cases, metric, s, alpha, retraining)
-                   for s in candidates]
-    second, gap = None, None
-    if plan.get("control_seeds", 1) > 1:
-        second_cases = rec.merge_folds(by_key.get(second_key, {}))
-        second = [compare(rec.merge_folds(by_key.get(s.key(), {})), second_cases, metric, s, alpha, retraining)
-                  for s in candidates]
-        gap = compare(second_cases, base_cases, metric, LossSpec.from_dict(plan["baseline"])).overall
     mode = settings.get("fidelity_mode") or {}
     control = (f"the control (Dice+CE continued {mode.get('finetune_epochs')} epochs from the same base, same seed)"
                if mode.get("mode") == "finetune" else "Dice+CE")
-    verdict = decide(comparisons, metric, folds, control, second, gap)
+    second = by_key.get(rec.result_key(base_key, 1), {}) if plan.get("control_seeds", 1) > 1 else None
+    verdict = verdict_from_folds([(s, by_key.get(s.key(), {})) for s in candidates], by_key.get(base_key, {}), folds,
+                                 metric, second, control, LossSpec.from_dict(plan["baseline"]))
     if plan.get("extended_from"):
         verdict.extended_from = list(plan["extended_from"])
         verdict.message += (f" The confirmation began on fold(s) {','.join(map(str, plan['extended_from']))}, where "
