@@ -5,7 +5,7 @@
 
 Each record holds every grid loss's paired comparison with Dice+CE on all the cases of the 5-fold split (from
 scratch, the sweep's network and fidelity, the dataset's ``--metric auto`` objective), and the verdict the product's
-own rule (``autoloss.searching.verdict.decide``, Bonferroni over the grid) gives on them: measured, not estimated.
+own rule (``autoloss.searching.verdict.verdict_from_folds``, Bonferroni over the grid) gives on them: measured, not estimated.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_table import BASELINE, DEFAULT_DIR, common_folds, load_sweep, merged  # noqa: E402
+from sweep_table import BASELINE, DEFAULT_DIR, common_folds, load_sweep  # noqa: E402
 
 FOLDS = [0, 1, 2, 3, 4]
 
@@ -23,8 +23,7 @@ FOLDS = [0, 1, 2, 3, 4]
 def sweep_record(folder: Path) -> dict | None:
     """The dataset's record, None while its sweep lacks a fold of a grid loss."""
     from autoloss.knowledge.schema import build_record
-    from autoloss.paired_stats import ALPHA
-    from autoloss.searching.verdict import compare, decide, retraining_sd
+    from autoloss.searching.verdict import verdict_from_folds
     from autoloss.spec import LossSpec
 
     sweep = load_sweep(folder)
@@ -36,17 +35,12 @@ def sweep_record(folder: Path) -> dict | None:
     # the grid and any loss trained beside it on all 5 folds (--extra, e.g. a real search's choice): all measured
     candidates = [g for g in sweep.grid if g["label"] != BASELINE] + \
         [e for e in meta.get("extra", []) if set(tables.get(e["label"], {})) >= set(FOLDS)]
-    alpha = ALPHA / len(candidates)
-    # the product's rule: against both Dice+CE trainings (the seed pair), clear of the retraining noise they measure
+    # the product's rule (``verdict_from_folds``, as a search decides): Bonferroni over the candidates, against both
+    # Dice+CE trainings (the seed pair), clear of the retraining noise they measure
     pair = sweep.tables["scratch_seed2"].get(BASELINE, {})
-    retraining = retraining_sd(tables[BASELINE], pair, sweep.objective)
-
-    def against(control: dict) -> list:
-        return [compare(merged(tables[g["label"]], FOLDS), merged(control, FOLDS), sweep.objective,
-                        LossSpec.from_dict(g["spec"]), alpha, retraining) for g in candidates]
-
-    comps = against(tables[BASELINE])
-    verdict = decide(comps, sweep.objective, FOLDS, second=against(pair) if set(pair) >= set(FOLDS) else None)
+    verdict = verdict_from_folds([(LossSpec.from_dict(g["spec"]), tables[g["label"]]) for g in candidates],
+                                 tables[BASELINE], FOLDS, sweep.objective, pair if set(pair) >= set(FOLDS) else None)
+    comps = verdict.comparisons
     settings = {"configuration": meta["fidelity"]["configuration"], "fidelity": meta["fidelity"],
                 "objective": sweep.objective, "folds": FOLDS, "confirm_folds": FOLDS,
                 "network": meta["network_config"], "fidelity_mode": {"mode": "scratch"},
