@@ -96,6 +96,17 @@ def truth(sweep: Sweep, arm: str = "scratch") -> dict[str, dict]:
     case-level call, and the training-aware call (``trained_call``): the gain must also clear the retraining noise
     the Dice+CE seed pair measures. A loss trained twice (``sweep.py --seed2-losses``) is judged there on the mean
     of its two trainings against the mean of Dice+CE's two (its ``replication``: seed 1 against seed 1)."""
+    from autoloss.searching import verdict
+
+    # the training-aware call is the truth's, whatever rule a replay measures (``--no-retraining-check``)
+    rule, verdict.RETRAINING_CHECK = verdict.RETRAINING_CHECK, True
+    try:
+        return _truth(sweep, arm)
+    finally:
+        verdict.RETRAINING_CHECK = rule
+
+
+def _truth(sweep: Sweep, arm: str) -> dict[str, dict]:
     from autoloss.nnunet.run import case_objective
     from autoloss.paired_stats import paired_comparison
     from autoloss.searching import verdict
