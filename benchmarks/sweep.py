@@ -12,6 +12,8 @@ Each finished training appends its per-case, per-class metrics to ``benchmarks/r
 - ``scratch``: every grid loss from scratch on folds 0-4 (seed 0): each case is validated once per loss;
 - ``seed2``: Dice+CE again on folds 0-4 with another seed (seed-to-seed noise; the A/A pair); ``--seed2-losses``
   adds other losses' second trainings (a case-level winner trained twice: does its gain replicate?);
+- ``seed3``: Dice+CE a third time (seed 2; e.g. ``--folds 1 2 3 4``, the confirmation's): the real A/A under the
+  product's rule, a Dice+CE training as the candidate against the seed pair as the two controls;
 - ``long``: every grid loss from scratch at 4x the iterations, folds 0-1 (does the ranking hold when longer?);
 - ``finetune``: one Dice+CE base per fold 0-1 (4x the screening length), every grid loss continued from it for
   the screening length at nnU-Net's tail LR (``autoloss.nnunet.finetune``); Dice+CE continued is the control.
@@ -184,12 +186,14 @@ def plan(d: SweepDataset, arms: list[str], folds=FOLDS, seed2: tuple = ("DiceCE"
     if unknown:
         raise SystemExit(f"--seed2-losses: unknown label(s) {', '.join(unknown)}; known: {', '.join(specs)}")
     jobs = []
-    if "scratch" in arms or "seed2" in arms:
+    if {"scratch", "seed2", "seed3"} & set(arms):
         for fold in folds:
             if "scratch" in arms:
                 jobs += [("scratch", label, spec, fold, 0) for label, spec in grid]
             if "seed2" in arms and "DiceCE" in seed2:
                 jobs.append(("scratch_seed2", "DiceCE", grid[0][1], fold, 1))
+            if "seed3" in arms:
+                jobs.append(("scratch_seed3", "DiceCE", grid[0][1], fold, 2))
         # the other second trainings loss by loss: each one's replication is complete before the next begins
         if "seed2" in arms:
             jobs += [("scratch_seed2", label, specs[label], fold, 1) for label in seed2 if label != "DiceCE"

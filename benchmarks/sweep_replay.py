@@ -12,7 +12,8 @@ Per dataset it prints:
 - the truth: each loss's paired per-case gain over Dice+CE on every case of the 5-fold split (from-scratch arm), on
   the objective and on Dice, with the 95 % interval and the Wilcoxon p-value, and whether it beats, ties or loses
   (by the product's switch rule: "beats" also needs no class losing Dice significantly, else it "trades");
-- the real A/A: Dice+CE seed b against seed a through the verdict (any `switch` is false);
+- the real A/A: Dice+CE seed b against seed a through the verdict (any `switch` is false), and where Dice+CE was
+  trained a third time (`sweep.py train --arms seed3`) that training against the seed pair under the product's rule;
 - the replay (``--seeds`` times): the validated cases dealt at random into folds of the original sizes (a rerun on
   another split) and every (loss, fold) training given run noise drawn from the Dice+CE seed pair (a shift shared
   by all its cases, from the pair's fold-mean differences, plus each case's residual, all / sqrt 2; ``--iid-noise``:
@@ -226,6 +227,24 @@ def real_aa(sweep: Sweep) -> str | None:
     return decide([c], sweep.objective, folds).decision
 
 
+def real_aa_checked(sweep: Sweep) -> str | None:
+    """The real A/A under the product's rule: a third Dice+CE training (``sweep.py train --arms seed3``) as the
+    candidate against the seed pair as the two controls, on the product's confirmation folds and, where the verdict
+    splits, the free folds left (``confirm_and_decide``). None where the third training lacks a fold it needs."""
+    from autoloss.searching.confirm import ConfirmSettings, extension_folds
+
+    third = sweep.tables["scratch_seed3"].get(BASELINE, {})
+    world = {BASELINE: sweep.tables["scratch"].get(BASELINE, {}),
+             BASELINE_B: sweep.tables["scratch_seed2"].get(BASELINE, {}), "DiceCE#3": third}
+    more = extension_folds(5, (sweep.screen_fold,), sweep.confirm_folds, ConfirmSettings(extend=sweep.extend))
+    if not set(sweep.confirm_folds) <= set(third):
+        return None
+    v = confirm_and_decide(world, ["DiceCE#3"], sweep, {"DiceCE#3": AA_SPEC})
+    if v.extended_from and not set(more) <= set(third):
+        return None
+    return v.decision + (f" (extended to folds {','.join(map(str, v.confirm_folds))})" if v.extended_from else "")
+
+
 def _pct(x: float) -> str:
     return "-" if x != x else f"{100 * x:.1f}%"
 
@@ -310,6 +329,7 @@ def main() -> None:
                   + _two_trainings(r))
         noise = Noise(sweep, training_shift=not args.iid_noise)
         aa = real_aa(sweep)
+        aa3 = real_aa_checked(sweep)
         outcomes = replay(sweep, args.seeds, args.budget, train_repeats=args.train_repeats,
                           training_shift=not args.iid_noise, control_seeds=args.control_seeds)
         # regret and missed wins against what the replay can choose: the grid (a loss trained beside it with
@@ -346,7 +366,9 @@ def main() -> None:
                 for i in range(args.seeds)]
         null_rate = sum(d == "switch" for d in null) / len(null)
         print(f"run noise SD (objective, per case, from the seed pair): {noise.sd():.4f} (training shift SD "
-              f"{noise.shift_sd:.4f}); real A/A: {aa}; replay A/A false switches "
+              f"{noise.shift_sd:.4f}); real A/A: {aa} (one control, per case)"
+              + (f", {aa3} (the product's rule: a third Dice+CE training against the seed pair)" if aa3 else "")
+              + f"; replay A/A false switches "
               f"{100 * aa_rate:.1f}% (seed b vs seed a), {100 * null_rate:.1f}% (Dice+CE vs itself, two reruns)")
         print(f"replay ({args.seeds} seeds, budget {args.budget}, confirm folds {sweep.confirm_folds}, {cases} "
               f"cases): switch {100 * s['switch']:.1f}% keep {100 * s['keep']:.1f}% inconclusive "
@@ -364,7 +386,7 @@ def main() -> None:
         real = sweep_search_check.check(sweep, folder, outcomes, fold_objective, BASELINE, t)
         if real is not None:
             print("\n".join(sweep_search_check.describe(real)))
-        report[sweep.name] = s | {"training_aware": s_trained, "real_search": real, "truth": t, "aa_real": aa, "aa_replay": aa_rate,
+        report[sweep.name] = s | {"training_aware": s_trained, "real_search": real, "truth": t, "aa_real": aa, "aa_real_checked": aa3, "aa_replay": aa_rate,
                                   "aa_null": null_rate, "control_seeds": args.control_seeds,
                                   "confirm_folds": sweep.confirm_folds,
                                   "planted_found": found, "planted_switched_to": planted_to, "planted_predicted": predicted,

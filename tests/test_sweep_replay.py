@@ -323,5 +323,22 @@ def test_the_sweep_plans_second_trainings_loss_by_loss_after_the_seed_pair():
     assert jobs[5:10] == [("scratch_seed2", "DiceCE+clDice", f, 1) for f in range(5)]
     assert [j[1] for j in jobs[10:]] == ["DiceTopK90"] * 5
     assert [j[1] for j in sweep.plan(isbi, ["seed2"])] == ["DiceCE"] * 5  # the A/A pair alone by default
+    third = [(arm, label, fold, seed) for arm, label, _, fold, seed in sweep.plan(isbi, ["seed3"], folds=(1, 2))]
+    assert third == [("scratch_seed3", "DiceCE", 1, 2), ("scratch_seed3", "DiceCE", 2, 2)]
     with pytest.raises(SystemExit, match="unknown label"):
         sweep.plan(isbi, ["seed2"], seed2=("DiceCE+Nonsense",))
+
+
+@pytest.mark.parametrize("shift, decision", [(0.0, "keep"), (0.08, "switch")])
+def test_the_real_aa_under_the_products_rule_uses_a_third_dice_ce_training(tmp_path, shift, decision):
+    """Dice+CE trained a third time (``sweep.py --arms seed3``) against the seed pair: a rerun keeps; a "third
+    training" 8 points better on every case is no rerun, and the same code switches to it."""
+    folder = write_sweep(tmp_path / "aa3", {k: 0.0 for k, _ in GRID})
+    assert sr.real_aa_checked(sr.load_sweep(folder)) is None  # no third training: nothing to say
+    rng = np.random.default_rng(3)
+    rows = list(csv.reader(open(folder / "cases.csv")))
+    with open(folder / "cases.csv", "a", newline="") as fh:
+        csv.writer(fh).writerows([["scratch_seed3", "DiceCE", *r[2:3], 2, *r[4:6],
+                                   round(float(r[6]) + shift + rng.normal(0, 0.02), 5)]
+                                  for r in rows[1:] if r[0] == "scratch_seed2"])
+    assert sr.real_aa_checked(sr.load_sweep(folder)).split()[0] == decision
