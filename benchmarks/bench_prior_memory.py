@@ -9,8 +9,9 @@ The prior ranks the held-out fingerprint's losses with the rules alone, then wit
 remaining records (all of them, seeds included: here the seeds are the evidence being tested). Printed per record:
 its confirmed best loss (highest gain over Dice+CE; Dice+CE when nothing beat it), that loss's rank under each
 ranking, and each ranking's top-1, and why the memory moved it or not: the records within the kernel's reach
-(``max_distance``) and the nearest one's distance, and how far the memory moved the best loss's score. Summary: mean rank of the best loss (lower is better); how often the top-1 is
-Dice+CE when the record says keep, and the record's switch loss when it says switch.
+(``max_distance``) and the nearest one's distance, and how far the memory moved the best loss's score. Summary:
+mean rank of the best loss (lower is better); how often the top-1 is Dice+CE when the record says keep, and the
+record's switch loss when it says switch.
 Last line: headline, the ratio of mean ranks rules / rules+memory (> 1: memory helps).
 Caveat: few real records yet; the seeds' fingerprints are estimates and the rules were written from the same tables.
 """
@@ -71,9 +72,8 @@ def main() -> None:
             memory = rerank(memory)
             best = best_loss(r)
             near = MemoryModel(others, settings(memory_cfg)).neighbours(fp)
-            moved = next(m.score for m in memory if m.spec.name == best) - \
-                next((x.score for x in rules if x.spec.name == best), 0.0) if any(
-                    m.spec.name == best for m in memory) else 0.0
+            rules_score = {x.spec.name: x.score for x in rules}
+            memory_score = {x.spec.name: x.score for x in memory}
             decision = r["verdict"]["decision"]
             target = "DiceCE" if decision == "keep" else (r["verdict"].get("loss") or {}).get("name")
             rows.append({"record": r["id"], "dataset": r["dataset"], "source": r.get("source", "")[:5],
@@ -81,8 +81,9 @@ def main() -> None:
                          "memory_rank": rank_of(best, memory), "rules_top1": rules[0].spec.name,
                          "memory_top1": memory[0].spec.name, "target": target, "near": len(near),
                          "nearest": f"{near[0].record['dataset'][:14]} {near[0].distance:.1f}" if near else "-",
-                         "moved": moved, "weight": max((n.kernel for n in near), default=0.0),
-                         "gap": rules[0].score - next((x.score for x in rules if x.spec.name == best), rules[-1].score)})
+                         "moved": memory_score.get(best, 0.0) - rules_score.get(best, 0.0),
+                         "weight": max((n.kernel for n in near), default=0.0),
+                         "gap": rules[0].score - rules_score.get(best, rules[-1].score)})
 
     head = f"{'record':<13}{'dataset':<30}{'src':<6}{'verdict':<9}{'best':<11}{'rank rules':>11}{'rank +mem':>10}  " \
            f"{'top1 rules':<11}{'top1 +mem':<11}{'near':>5} {'nearest (distance)':<20}{'best moved':>10}{'gap to top':>11}"

@@ -43,7 +43,7 @@ import numpy as np
 import sweep_search_check
 from sweep_noise import HIGHER_IS_BETTER, Noise
 from sweep_table import (BASELINE, DEFAULT_DIR, Sweep, common_folds, fold_objective, labels_by_key, load_sweep,
-                         merged, product_folds, restrict, truth, best_true_gain)
+                         product_folds, restrict, truth, truth_fields, best_true_gain)
 
 PLANTED = "Planted+2"
 PLANTED_GAIN = 0.02
@@ -180,7 +180,7 @@ def summarise(outcomes, t: dict[str, dict], training_aware: bool = False) -> dic
     """Verdict shares, regret, false switches and missed wins against the truth's case-level calls, or against its
     training-aware ones (a winner's gain must clear the retraining noise; two trainings' mean where there are)."""
     best_key, best_gain = best_true_gain(t, training_aware)
-    field, gain = ("trained_call", "trained_gain") if training_aware else ("call", "gain")
+    field, gain = truth_fields(training_aware)
     n = len(outcomes)
     regrets, false_switch, missed = [], 0, 0
     dist = defaultdict(int)
@@ -215,16 +215,14 @@ def predicted_power(cases: int, noise_sd: float, runs: int = 400, training_sd: f
 
 def real_aa(sweep: Sweep) -> str | None:
     """Dice+CE seed b as a candidate against seed a, through the verdict, on every fold both have."""
-    from autoloss.paired_stats import ALPHA
-    from autoloss.searching.verdict import compare, decide
+    from autoloss.searching.verdict import verdict_from_folds
     from autoloss.spec import LossSpec
 
     a, b = sweep.tables["scratch"].get(BASELINE, {}), sweep.tables["scratch_seed2"].get(BASELINE, {})
     folds = sorted(set(a) & set(b))
     if not folds:
         return None
-    c = compare(merged(b, folds), merged(a, folds), sweep.objective, LossSpec.from_dict(AA_SPEC), ALPHA)
-    return decide([c], sweep.objective, folds).decision
+    return verdict_from_folds([(LossSpec.from_dict(AA_SPEC), b)], a, folds, sweep.objective, quote_gap=False).decision
 
 
 def real_aa_checked(sweep: Sweep) -> str | None:
@@ -234,12 +232,12 @@ def real_aa_checked(sweep: Sweep) -> str | None:
     from autoloss.searching.confirm import ConfirmSettings, extension_folds
 
     third = sweep.tables["scratch_seed3"].get(BASELINE, {})
-    world = {BASELINE: sweep.tables["scratch"].get(BASELINE, {}),
-             BASELINE_B: sweep.tables["scratch_seed2"].get(BASELINE, {}), "DiceCE#3": third}
-    more = extension_folds(5, (sweep.screen_fold,), sweep.confirm_folds, ConfirmSettings(extend=sweep.extend))
     if not set(sweep.confirm_folds) <= set(third):
         return None
+    world = {BASELINE: sweep.tables["scratch"].get(BASELINE, {}),
+             BASELINE_B: sweep.tables["scratch_seed2"].get(BASELINE, {}), "DiceCE#3": third}
     v = confirm_and_decide(world, ["DiceCE#3"], sweep, {"DiceCE#3": AA_SPEC})
+    more = extension_folds(5, (sweep.screen_fold,), sweep.confirm_folds, ConfirmSettings(extend=sweep.extend))
     if v.extended_from and not set(more) <= set(third):
         return None
     return v.decision + (f" (extended to folds {','.join(map(str, v.confirm_folds))})" if v.extended_from else "")

@@ -181,10 +181,15 @@ def averaged(first_by_fold: dict, second_by_fold: dict, folds) -> dict:
     return out
 
 
+def truth_fields(training_aware: bool) -> tuple[str, str]:
+    """The truth row's (call, gain) fields: case-level, or training-aware."""
+    return ("trained_call", "trained_gain") if training_aware else ("call", "gain")
+
+
 def best_true_gain(t: dict[str, dict], training_aware: bool = False) -> tuple[str | None, float]:
     """The truth's best winner and its gain (None, 0 where none beats Dice+CE): by the case-level call, or by the
     training-aware one (its gain from two trainings where the loss has them)."""
-    field, gain = ("trained_call", "trained_gain") if training_aware else ("call", "gain")
+    field, gain = truth_fields(training_aware)
     winners = {k: v[gain] for k, v in t.items() if v[field] == "beats"}
     if not winners:
         return None, 0.0

@@ -330,14 +330,15 @@ def verdict_from_folds(candidates: list[tuple[LossSpec, dict]], control: dict, f
     training), against it too, clear of the retraining noise the two measure. The search (``compute_verdict``) and
     the sweep's replay (``benchmarks/sweep_replay.py``) decide through this one function. ``quote_gap``: put the two
     Dice+CE trainings' gap in the message (the replay, which reads decisions only, skips it)."""
+    def on(table: dict) -> dict[int, dict]:
+        return {f: table[f] for f in folds if f in table}
+
     def cases(table: dict) -> dict[str, dict]:
-        return rec.merge_folds({f: table[f] for f in folds if f in table})
+        return rec.merge_folds(on(table))
 
     alpha = ALPHA / max(1, len(candidates))
     base = cases(control)
-    retraining = (retraining_sd({f: control[f] for f in folds if f in control},
-                                {f: second_control[f] for f in folds if f in second_control}, metric)
-                  if second_control is not None else (0.0, 0))
+    retraining = retraining_sd(on(control), on(second_control), metric) if second_control is not None else (0.0, 0)
     first = [compare(cases(table), base, metric, spec, alpha, retraining) for spec, table in candidates]
     second, gap = None, None
     if second_control is not None:
